@@ -1,0 +1,3 @@
+"""sessiond: one active-session lock per machine, with supervised agents."""
+
+__version__ = "0.1.0"

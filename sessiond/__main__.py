@@ -1,0 +1,7 @@
+"""python -m sessiond: the daemon."""
+
+import sys
+
+from .daemon import main
+
+sys.exit(main())

@@ -1,0 +1,305 @@
+"""sessiond: the wiring of lock, store, socket, signals and sd_notify.
+
+Start-up order matters (STYLE 11, 12): take the state directory's instance
+lock, open the store and load the live session, and only then touch the
+socket path (or take the socket systemd passed); `READY=1` goes out once the
+socket listens. The JSON-RPC dispatcher is imported right after READY: a
+client that connects in between waits in the listen backlog, not in vain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__, log
+from .access import group_id
+from .config import Config, ConfigError, resolve_config
+from .errors import SessiondError, StartupError
+from .manager import Manager
+from .paths import DaemonPaths, daemon_paths
+from .server import Connection, Limits, Server
+from .store import Store
+
+logger = logging.getLogger("sessiond")
+SD_LISTEN_FDS_START = 3
+
+
+class Notifier:
+    """sd_notify, when systemd asked for it; silent otherwise."""
+
+    def __init__(self) -> None:
+        self._notifier: Any = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify  # noqa: PLC0415 -- only under systemd
+
+            self._notifier = sdnotify.SystemdNotifier()
+
+    def __call__(self, *lines: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify("\n".join(lines))
+
+
+def watchdog_interval() -> float | None:
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 1e6 / 2
+
+
+class InstanceLock:
+    """One daemon per state directory: an flock on STATE_DIR/sessiond.lock."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "sessiond.lock"
+        self.fd = -1
+
+    def acquire(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise StartupError(
+                f"unable to start: another sessiond (pid {holder}) is running on the state "
+                f"directory {self.path.parent}",
+                "stop it first ('systemctl stop sessiond'), or give this one its own --state-dir",
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+
+class Daemon:
+    def __init__(
+        self, config: Config, paths: DaemonPaths, user_mode: bool, config_path: str | None
+    ) -> None:
+        self.config = config
+        self.paths = paths
+        self.user_mode = user_mode
+        self.config_path = config_path
+        self.started = time.monotonic()
+        self.notify = Notifier()
+        self.admin_gid = group_id(config.daemon.admin_group)
+        self.stopping = asyncio.Event()
+        self.store: Store | None = None
+        self.manager: Manager = None  # type: ignore[assignment] -- set in run() before use
+        self.server: Server | None = None
+        self.bound_socket = False
+
+    def about(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - self.started, 3),
+            "mode": "user" if self.user_mode else "system",
+            "socket": str(self.paths.socket),
+            "state_dir": str(self.paths.state_dir),
+        }
+
+    async def run(self) -> None:
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = InstanceLock(self.paths.state_dir)
+        lock.acquire()
+        self.store = Store.open(self.paths.state_dir)
+        self.manager = Manager(self.store, self.config, self._publish)
+        self.manager.on_change = self._status
+        self.manager.load()
+        sock = self._listening_socket()
+        async with asyncio.TaskGroup() as tg:
+            self.server = Server(self, self._limits(), tg.create_task)
+            listener = await asyncio.get_running_loop().create_unix_server(
+                lambda: Connection(self.server),
+                sock=sock,  # type: ignore[arg-type]
+            )
+            self._install_signals()
+            self.notify("READY=1", self._status_line())
+            logger.info(
+                "sessiond %s listening on %s (state in %s)",
+                __version__,
+                self.paths.socket,
+                self.paths.state_dir,
+            )
+            self.server.load_rpc()
+            watchdog = tg.create_task(self._watchdog())
+            await self.stopping.wait()
+            self.notify("STOPPING=1", "STATUS=stopping")
+            listener.close()
+            for conn in list(self.server.connections):
+                conn.transport.close() if conn.transport else None
+            watchdog.cancel()
+        self._remove_socket()
+        self.store.close()
+
+    # -- socket --------------------------------------------------------------
+
+    def _limits(self) -> Limits:
+        d = self.config.daemon
+        return Limits(d.max_clients, d.max_request_bytes, d.client_timeout)
+
+    def _listening_socket(self) -> socket.socket:
+        if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
+            logger.info("using the socket passed by systemd")
+            sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+            sock.setblocking(False)
+            return sock
+        path = self.paths.socket
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if self.user_mode else 0o755)
+        self._clear_stale(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(path))
+        except OSError as exc:
+            raise StartupError(
+                f"unable to bind {path}: {exc.strerror}",
+                "check that its directory exists and is writable",
+            ) from None
+        finally:
+            os.umask(old)
+        self.bound_socket = True
+        self._set_socket_mode()
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+
+    def _clear_stale(self, path: Path) -> None:
+        """Remove a dead daemon's socket file; refuse to touch a live one's."""
+        try:
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise StartupError(
+                    f"unable to bind {path}: a file that is not a socket is there",
+                    "remove it, or pass another --socket",
+                )
+        except FileNotFoundError:
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink(missing_ok=True)
+            return
+        finally:
+            probe.close()
+        raise StartupError(
+            f"unable to bind {path}: another sessiond is answering on it",
+            "stop that daemon first, or pass another --socket",
+        )
+
+    def _set_socket_mode(self) -> None:
+        if self.user_mode or not self.bound_socket:
+            return
+        group = self.config.daemon.socket_group
+        gid = group_id(group)
+        if gid is None:
+            logger.warning(
+                "socket group '%s' does not exist: serving root only (0600); create "
+                "it with 'groupadd --system %s' and reload",
+                group,
+                group,
+            )
+            os.chmod(self.paths.socket, 0o600)
+            return
+        os.chown(self.paths.socket, -1, gid)
+        os.chmod(self.paths.socket, 0o660)
+
+    def _remove_socket(self) -> None:
+        if self.bound_socket:
+            self.paths.socket.unlink(missing_ok=True)
+
+    # -- signals, status, watchdog -------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def _on_stop_signal(self, name: str) -> None:
+        logger.info("%s received: shutting down", name)
+        self.stopping.set()
+
+    def reload(self) -> None:
+        self.notify("RELOADING=1", "STATUS=reloading the configuration")
+        try:
+            config = resolve_config(self.config_path, not self.user_mode, os.environ)
+        except ConfigError as exc:
+            logger.error("reload refused, keeping the running configuration: %s", exc.message)
+        else:
+            self.config = self.manager.config = config
+            self.admin_gid = group_id(config.daemon.admin_group)
+            self._set_socket_mode()
+            logger.info("configuration reloaded from %s", config.source or "embedded defaults")
+        self.notify("READY=1", self._status_line())
+
+    def _status_line(self) -> str:
+        live = self.manager.live
+        if live is None:
+            return "STATUS=no active session"
+        return (
+            f"STATUS=session {live.name} {live.state.value}, {len(live.participants)} participants"
+        )
+
+    def _status(self) -> None:
+        self.notify(self._status_line())
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        logger.log(log.NOTICE, "%s", event["message"])
+        if self.server is not None:
+            self.server.broadcast("events", "event", event)
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="sessiond", description="Session lock and agent supervisor daemon."
+    )
+    parser.add_argument("--config", metavar="PATH", help="configuration file")
+    parser.add_argument("--socket", metavar="PATH", help="listen on this socket path")
+    parser.add_argument("--state-dir", metavar="PATH", help="store and agent logs here")
+    parser.add_argument("--user", action="store_true", help="run in user mode")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the configuration and exit"
+    )
+    parser.add_argument("--log-level", choices=log.LEVELS, default="info")
+    parser.add_argument("--version", action="version", version=f"sessiond {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log.setup(args.log_level)
+    try:
+        config = resolve_config(args.config, not args.user, os.environ)
+        if args.check_config:
+            print(f"{config.source or 'embedded defaults'}: configuration is valid")
+            return 0
+        paths = daemon_paths(args.user, args.socket, args.state_dir)
+        asyncio.run(Daemon(config, paths, args.user, args.config).run())
+    except ConfigError as exc:
+        print(f"sessiond: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
+        return 1
+    except SessiondError as exc:
+        logger.error("%s", exc.message)
+        logger.error("hint: %s", exc.hint)
+        return 1
+    return 0

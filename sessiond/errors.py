@@ -1,0 +1,120 @@
+"""One exception tree, one code table.
+
+    SessiondError                 message + hint; never escapes main()
+    ├── ConfigError               bad TOML, key, value or path; lists problems
+    ├── StartupError              the daemon cannot start (lock held, bind failed)
+    └── DomainError               answered to a client; has a JSON-RPC code
+        ├── SessionActive         -32001  SESSION_ACTIVE
+        ├── NoSession             -32002  NO_SESSION
+        ├── SessionMismatch       -32003  SESSION_MISMATCH
+        ├── PermissionDenied      -32004  PERMISSION_DENIED
+        ├── InvalidState          -32005  INVALID_STATE
+        ├── AgentNotFound         -32006  AGENT_NOT_FOUND
+        ├── LimitReached          -32007  LIMIT_REACHED
+        ├── WaitTimeout           -32008  WAIT_TIMEOUT
+        ├── BadToken              -32009  BAD_TOKEN
+        ├── StorageError          -32010  STORAGE_ERROR
+        └── InvalidParams         -32602  (standard JSON-RPC)
+
+Handlers raise; the RPC boundary turns an exception into an error object with
+`to_wire()`, and `sessionc` turns a code back into an exit status with
+`EXIT_CODES`. Nobody else builds error dicts. This module is stdlib-only: the
+client imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+
+class SessiondError(Exception):
+    """An error with a one-sentence message and a hint saying what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration: where, what, and the rule broken."""
+
+    file: str
+    key: str
+    value: Any
+    rule: str
+
+    def __str__(self) -> str:
+        shown = "" if self.value is None else f" = {self.value!r}"
+        return f"{self.file}: {self.key}{shown}: {self.rule}"
+
+
+class ConfigError(SessiondError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(
+            f"invalid configuration ({len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''}):\n{lines}",
+            "fix the keys above; 'sessiond --check-config' checks a file without starting",
+        )
+
+
+class StartupError(SessiondError):
+    pass
+
+
+class DomainError(SessiondError):
+    code: int = INTERNAL_ERROR
+    name: str = "INTERNAL_ERROR"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "data": {"name": self.name, "message": self.message, "hint": self.hint},
+        }
+
+
+def _domain(code: int, name: str) -> type[DomainError]:
+    return type(name.title().replace("_", ""), (DomainError,), {"code": code, "name": name})
+
+
+SessionActive = _domain(-32001, "SESSION_ACTIVE")
+NoSession = _domain(-32002, "NO_SESSION")
+SessionMismatch = _domain(-32003, "SESSION_MISMATCH")
+PermissionDenied = _domain(-32004, "PERMISSION_DENIED")
+InvalidState = _domain(-32005, "INVALID_STATE")
+AgentNotFound = _domain(-32006, "AGENT_NOT_FOUND")
+LimitReached = _domain(-32007, "LIMIT_REACHED")
+WaitTimeout = _domain(-32008, "WAIT_TIMEOUT")
+BadToken = _domain(-32009, "BAD_TOKEN")
+StorageError = _domain(-32010, "STORAGE_ERROR")
+InvalidParams = _domain(INVALID_PARAMS, "INVALID_PARAMS")
+
+# sessionc exit statuses (SPEC §7), by JSON-RPC error code.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_CODES: dict[int, int] = {
+    SessionActive.code: 4,
+    SessionMismatch.code: 4,
+    NoSession.code: 5,
+    AgentNotFound.code: 5,
+    PermissionDenied.code: 6,
+    BadToken.code: 6,
+    WaitTimeout.code: 7,
+}
+
+
+def exit_code_for(code: int) -> int:
+    return EXIT_CODES.get(code, EXIT_FAILURE)

@@ -1,0 +1,490 @@
+"""The session manager: the lock, the wait queue, deadlines, and the store.
+
+Every call that changes the session is synchronous from its check to its
+commit: no `await` sits between "is the lock free?" and the row that takes
+it, so twenty racing `start`s give exactly one winner. Each change builds the
+next `Session`, writes it and its event in one transaction, and only then
+becomes current; the reply goes out after the commit.
+
+One timer is armed, at the nearest deadline of the live session
+(policy.deadlines); nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import policy
+from .access import Peer
+from .config import Config, ConfigError, SessionSettings, format_duration, parse_clock
+from .config import session_overrides
+from .errors import (
+    InvalidParams,
+    InvalidState,
+    NoSession,
+    SessionActive,
+    SessionMismatch,
+    WaitTimeout,
+)
+from .records import Participant, Person, Session, check_name, generated_name, rfc3339
+from .session import TERMINAL, Effect, Event, Refused, State, step
+from .store import Store
+
+Publish = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    name: str
+    owner: Person
+    settings: SessionSettings
+    template: str | None
+    parent: str | None
+
+
+@dataclass
+class _Waiter:
+    request: StartRequest
+    future: asyncio.Future[Session]
+
+
+def _since(epoch: float | None) -> str:
+    return dt.datetime.fromtimestamp(epoch or 0).strftime("%H:%M")
+
+
+class Manager:
+    def __init__(self, store: Store, config: Config, publish: Publish) -> None:
+        self.store = store
+        self.config = config
+        self.publish = publish
+        self.live: Session | None = None
+        self._clocks: policy.Clocks | None = None
+        self._queue: collections.deque[_Waiter] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._unpublished: list[dict[str, Any]] = []
+        self.on_change: Callable[[], None] = lambda: None
+
+    # -- loading -------------------------------------------------------------
+
+    def load(self) -> None:
+        """Take the live session back from the store after a (re)start."""
+        row = self.store.live_session()
+        if row is None:
+            return
+        found = Session.from_row(row, self.store.participants(row["id"]))
+        self._set_live(found)
+        if found.state is State.STARTING:
+            self._move(
+                Event.LAUNCH_FAILED,
+                "session.failed",
+                "the daemon restarted while the session was starting",
+                close_reason="daemon restarted while starting",
+            )
+        elif found.state is State.STOPPING:
+            self._move(Event.STOPPED, "session.closed", f"session {found.name} closed")
+        self._arm()
+
+    # -- the lock ------------------------------------------------------------
+
+    def prepare_start(
+        self, peer: Peer, tty: str | None, name: str | None, template: str | None,
+        parent: str | None, overrides: Mapping[str, Any],
+    ) -> StartRequest:  # fmt: skip
+        """Check everything about a start that does not depend on the lock."""
+        settings = self._settings_for(template, overrides)
+        parent_id = self._parent_id(parent) if parent else None
+        owner = Person(peer.uid, peer.user, peer.pid, tty)
+        return StartRequest(
+            check_name(name) if name else generated_name(), owner, settings, template, parent_id
+        )
+
+    def start(self, request: StartRequest) -> Session:
+        if self.live is not None:
+            raise self._active_error()
+        return self._launch(request)
+
+    async def start_waiting(self, request: StartRequest, wait: float | None) -> Session:
+        """Queue behind the live session, first come first served; `wait=None`: no limit."""
+        if self.live is None and not self._queue:
+            return self._launch(request)
+        waiter = _Waiter(request, asyncio.get_running_loop().create_future())
+        self._queue.append(waiter)
+        try:
+            return await asyncio.wait_for(waiter.future, wait)
+        except TimeoutError:
+            raise WaitTimeout(
+                f"gave up waiting for session {self.live.name if self.live else ''!s}"
+                f" after {format_duration(wait or 0)}",
+                "wait longer with 'sessionc start --wait=DURATION', or join it",
+            ) from None
+        finally:
+            if waiter in self._queue:
+                self._queue.remove(waiter)
+
+    def waiting(self) -> list[dict[str, Any]]:
+        """The start queue, first in line first."""
+        return [
+            {"name": w.request.name, "user": w.request.owner.user, "uid": w.request.owner.uid}
+            for w in self._queue
+            if not w.future.done()
+        ]
+
+    def _hand_over(self) -> None:
+        """The lock is free: start the session of the first waiter still there."""
+        while self._queue and self.live is None:
+            waiter = self._queue.popleft()
+            if waiter.future.done():
+                continue
+            try:
+                waiter.future.set_result(self._launch(waiter.request))
+            except Exception as exc:  # noqa: BLE001 -- the waiter gets whatever failed
+                waiter.future.set_exception(exc)
+
+    def _launch(self, request: StartRequest) -> Session:
+        now = time.time()
+        fresh = Session(
+            id=str(uuid.uuid4()), name=request.name, state=State.STARTING,
+            owner=request.owner, settings=request.settings, created_at=now,
+            last_activity=now, started_at=now, template=request.template,
+            parent=request.parent,
+        )  # fmt: skip
+        with self._transaction():
+            self.store.save_session(fresh.to_row())
+            self._event(
+                fresh,
+                "session.starting",
+                f"session {fresh.name} starting for {fresh.owner.user}",
+                {"owner": fresh.owner.to_wire()},
+            )
+        self._set_live(fresh)
+        # Agents come with templates; with none to launch the session is running at once.
+        return self._move(
+            Event.LAUNCHED, "session.started", f"session {fresh.name} started by {fresh.owner.user}"
+        )
+
+    def _active_error(self) -> SessionActive:
+        live = self.live
+        assert live is not None
+        tty = f", {live.owner.tty}" if live.owner.tty else ""
+        return SessionActive(
+            f"session '{live.name}' is already active (owner {live.owner.user}{tty},"
+            f" since {_since(live.started_at)})",
+            f"join it with 'sessionc join {live.name}', or wait with 'sessionc start --wait'",
+        )
+
+    # -- user calls on the live session ---------------------------------------
+
+    def resolve(self, name: str | None) -> Session:
+        """The live session, checked against the name (or id) the caller gave."""
+        live = self.live
+        if live is None:
+            raise NoSession(
+                "no session is active" if not name else f"no active session named '{name}'",
+                "start one with 'sessionc start NAME'; 'sessionc history' lists past ones",
+            )
+        if name and name not in (live.name, live.id):
+            raise SessionMismatch(
+                f"session '{name}' is not the active session; '{live.name}' is",
+                f"use 'sessionc join {live.name}', or wait with 'sessionc start {name} --wait'",
+            )
+        return live
+
+    def join(self, peer: Peer, name: str | None, tty: str | None) -> Session:
+        live = self.resolve(name)
+        if peer.uid == live.owner.uid:
+            return self._move(Event.ACTIVITY, None, "")
+        person = Participant(Person(peer.uid, peer.user, peer.pid, tty), time.time())
+        others = tuple(p for p in live.participants if p.who.uid != peer.uid)
+        return self._move(
+            Event.ACTIVITY, "session.joined", f"{peer.user} joined session {live.name}",
+            participants=(*others, person),
+            also=lambda: self.store.save_participant(
+                live.id, {**person.who.to_wire(), "joined_at": person.joined_at}),
+        )  # fmt: skip
+
+    def leave(self, peer: Peer, name: str | None) -> Session:
+        live = self.resolve(name)
+        if peer.uid == live.owner.uid:
+            raise InvalidState(
+                f"{peer.user} owns session '{live.name}' and cannot leave it",
+                f"stop it with 'sessionc stop {live.name}'",
+            )
+        if peer.uid not in live.participant_uids():
+            raise InvalidState(
+                f"{peer.user} is not a participant of session '{live.name}'",
+                f"join it first with 'sessionc join {live.name}'",
+            )
+        left = dataclasses.replace(
+            live, participants=tuple(p for p in live.participants if p.who.uid != peer.uid)
+        )
+        with self._transaction():
+            self.store.delete_participant(live.id, peer.uid)
+            self._event(
+                live,
+                "session.left",
+                f"{peer.user} left session {live.name}",
+                {"user": peer.user, "uid": peer.uid},
+            )
+        self._set_live(left)
+        return left
+
+    def stop(self, peer: Peer, name: str | None, reason: str | None) -> Session:
+        live = self.resolve(name)
+        why = reason or f"stopped by {peer.user}"
+        return self._stop(live, why)
+
+    def _stop(self, live: Session, why: str) -> Session:
+        self._move(
+            Event.STOP, "session.stopping", f"session {live.name} stopping: {why}", close_reason=why
+        )
+        return self._move(Event.STOPPED, "session.closed", f"session {live.name} closed: {why}")
+
+    def pause(self, peer: Peer, name: str | None, reason: str | None) -> Session:
+        live = self.resolve(name)
+        why = reason or f"paused by {peer.user}"
+        return self._move(
+            Event.PAUSE, "session.paused", f"session {live.name} paused: {why}", pause_reason=why
+        )
+
+    def resume(self, peer: Peer, name: str | None) -> Session:
+        live = self.resolve(name)
+        return self._move(
+            Event.RESUME,
+            "session.resumed",
+            f"session {live.name} resumed by {peer.user}",
+            pause_reason=None,
+        )
+
+    def reconnect(self, peer: Peer, name: str | None) -> Session:
+        live = self.resolve(name)
+        return self._move(
+            Event.RECONNECT,
+            "session.reconnected",
+            f"session {live.name} reconnected by {peer.user}",
+        )
+
+    def touch(self, name: str | None) -> Session:
+        self.resolve(name)
+        return self._move(Event.ACTIVITY, None, "")
+
+    # -- moving --------------------------------------------------------------
+
+    def _move(
+        self, event: Event, kind: str | None, message: str,
+        also: Callable[[], None] | None = None, **changes: Any,
+    ) -> Session:  # fmt: skip
+        """Apply `event` to the live session: step, persist, then make current."""
+        live = self.live
+        assert live is not None
+        try:
+            new_state, effects = step(live.state, event)
+        except Refused as exc:
+            raise InvalidState(f"{exc} ('{live.name}')", _state_hint(live)) from None
+        now = time.time()
+        if event in _ACTIVITY:
+            changes["last_activity"] = now
+        if new_state in TERMINAL:
+            changes["closed_at"] = now
+        became = dataclasses.replace(live, state=new_state, **changes)
+        moved = new_state is not live.state
+        with self._transaction():
+            self.store.save_session(became.to_row())
+            if also is not None:
+                also()
+            if kind:
+                self._event(
+                    became, kind, message, {"from": live.state.value, "to": new_state.value}
+                )
+            elif moved:
+                self._event(
+                    became,
+                    f"session.{new_state.value}",
+                    f"session {live.name} is {new_state.value} again",
+                    {},
+                )
+        self._set_live(became)
+        self._run(effects)
+        return became
+
+    def _run(self, effects: tuple[Effect, ...]) -> None:
+        if Effect.RELEASE_LOCK in effects:
+            self._hand_over()
+        self._arm()
+        self.on_change()
+
+    def _set_live(self, session: Session) -> None:
+        previous = self.live
+        self.live = session if session.state.live else None
+        if self.live is None:
+            self._clocks = None
+            return
+        now_mono, now_wall = time.monotonic(), time.time()
+        if previous is None or previous.id != session.id or self._clocks is None:
+            started = now_mono - (now_wall - (session.started_at or session.created_at))
+            stop_at = None
+            if session.settings.stop_at:
+                wall = policy.next_stop_at(
+                    session.started_at or session.created_at, parse_clock(session.settings.stop_at)
+                )
+                stop_at = now_mono + (wall - now_wall)
+            self._clocks = policy.Clocks(started, started, stop_at)
+        activity = now_mono - (now_wall - session.last_activity)
+        self._clocks = dataclasses.replace(self._clocks, last_activity=activity)
+
+    # -- deadlines -----------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        due = self._next_deadline()
+        if due is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(max(due.at, loop.time()), self._fire)
+
+    def _next_deadline(self) -> policy.Deadline | None:
+        live, clocks = self.live, self._clocks
+        if live is None or clocks is None:
+            return None
+        s = live.settings
+        return policy.nearest(
+            policy.deadlines(live.state, clocks, s.idle_after, s.timeout, s.max_duration)
+        )
+
+    def _fire(self) -> None:
+        self._timer = None
+        due = self._next_deadline()
+        if due is None or due.at > time.monotonic():
+            self._arm()
+            return
+        live = self.live
+        assert live is not None
+        s = live.settings
+        if due.event is Event.IDLE_TIMEOUT:
+            self._move(
+                due.event,
+                "session.idle",
+                f"session {live.name} is idle after "
+                f"{format_duration(s.idle_after)} without activity",
+            )
+        elif due.event is Event.EXPIRE:
+            why = f"no activity for {format_duration(s.timeout)}"
+            self._move(
+                due.event,
+                "session.expired",
+                f"session {live.name} expired: {why}",
+                close_reason=f"expired: {why}",
+            )
+        elif due.reason == "max_duration":
+            self._stop(live, f"max_duration {format_duration(s.max_duration or 0)} reached")
+        else:
+            self._stop(live, f"stop_at {s.stop_at} reached")
+
+    # -- reads ---------------------------------------------------------------
+
+    def find(self, name_or_id: str) -> Session:
+        if self.live is not None and name_or_id in (self.live.name, self.live.id):
+            return self.live
+        row = self.store.find_session(name_or_id)
+        if row is None:
+            raise NoSession(
+                f"no session named '{name_or_id}'",
+                "'sessionc history' lists the sessions this daemon knows",
+            )
+        return Session.from_row(row, self.store.participants(row["id"]))
+
+    def history(self, limit: int, before: float | None) -> list[Session]:
+        return [
+            Session.from_row(r, self.store.participants(r["id"]))
+            for r in self.store.history(limit, before)
+        ]
+
+    def events(self, limit: int, session: str | None) -> list[dict[str, Any]]:
+        session_id = self.find(session).id if session else None
+        return [_event_wire(e) for e in self.store.events(limit, session_id)]
+
+    # -- helpers -------------------------------------------------------------
+
+    def _settings_for(self, template: str | None, overrides: Mapping[str, Any]) -> SessionSettings:
+        base = self.config.session
+        try:
+            if template is not None:
+                found = self.config.templates.get(template)
+                if found is None:
+                    known = ", ".join(sorted(self.config.templates)) or "none are configured"
+                    raise InvalidParams(
+                        f"no template named '{template}'", f"known templates: {known}"
+                    )
+                base = session_overrides(base, dict(found.session), f"templates.{template}")
+            return session_overrides(base, overrides, "session.start")
+        except ConfigError as exc:
+            raise InvalidParams(
+                "; ".join(f"{p.key} = {p.value!r}: {p.rule}" for p in exc.problems),
+                "see 'man sessiond.toml' for the [session] keys",
+            ) from None
+
+    def _parent_id(self, parent: str) -> str:
+        found = self.find(parent)
+        if found.state.live:
+            raise InvalidState(
+                f"session '{parent}' is still live", "--from takes a closed session: stop it first"
+            )
+        return found.id
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A store transaction whose events are published only once it committed."""
+        self._unpublished.clear()
+        with self.store.transaction():
+            yield
+        for event in self._unpublished:
+            self.publish(event)
+        self._unpublished.clear()
+
+    def _event(self, s: Session, kind: str, message: str, data: Mapping[str, Any]) -> None:
+        now = time.time()
+        seq = self.store.add_event(now, s.id, s.name, kind, message, data)
+        self._unpublished.append(
+            {
+                "seq": seq,
+                "time": rfc3339(now),
+                "session": s.name,
+                "session_id": s.id,
+                "kind": kind,
+                "message": message,
+                "data": dict(data),
+            }
+        )
+
+
+_ACTIVITY = frozenset({Event.ACTIVITY, Event.RESUME, Event.RECONNECT, Event.LAUNCHED})
+
+
+def _state_hint(s: Session) -> str:
+    return {
+        State.PAUSED: f"resume it with 'sessionc resume {s.name}'",
+        State.DISCONNECTED: f"reconnect it with 'sessionc reconnect', or stop it",
+        State.SUSPENDED: "it resumes by itself when the network is back",
+        State.STOPPING: "wait for it to close",
+    }.get(s.state, f"'sessionc health {s.name}' says what it can do next")
+
+
+def _event_wire(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "seq": row["seq"],
+        "time": rfc3339(row["time"]),
+        "session": row["session"],
+        "session_id": row["session_id"],
+        "kind": row["kind"],
+        "message": row["message"],
+        "data": row["data"],
+    }

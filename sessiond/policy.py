@@ -1,0 +1,86 @@
+"""Timeouts, idle, the error window and restart backoff: pure functions of time.
+
+Every function takes `now` (and other instants) as plain seconds on one clock
+and returns instants or counts; nothing here reads a clock. The daemon feeds
+`time.monotonic()`; tests feed numbers.
+
+A session has up to four deadlines (SPEC §2.3). The nearest one is the only
+timer the daemon arms:
+
+  idle      last_activity + idle_after      only while `active`      → IDLE_TIMEOUT
+  expire    last_activity + timeout         every live state         → EXPIRE
+  duration  started + max_duration                                   → STOP
+  stop_at   next local HH:MM after start   (wall clock, see below)   → STOP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .session import Event, State
+
+
+@dataclass(frozen=True)
+class Deadline:
+    at: float
+    event: Event
+    reason: str
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """The session's instants on the monotonic clock (`stop_at` already converted)."""
+
+    started: float
+    last_activity: float
+    stop_at: float | None
+
+
+def deadlines(
+    state: State,
+    clocks: Clocks,
+    idle_after: float,
+    timeout: float,
+    max_duration: float | None,
+) -> list[Deadline]:
+    if not state.live:
+        return []
+    found = [Deadline(clocks.last_activity + timeout, Event.EXPIRE, "timeout")]
+    if state is State.ACTIVE:
+        found.append(Deadline(clocks.last_activity + idle_after, Event.IDLE_TIMEOUT, "idle"))
+    if max_duration is not None:
+        found.append(Deadline(clocks.started + max_duration, Event.STOP, "max_duration"))
+    if clocks.stop_at is not None:
+        found.append(Deadline(clocks.stop_at, Event.STOP, "stop_at"))
+    return found
+
+
+def nearest(found: Iterable[Deadline]) -> Deadline | None:
+    return min(found, key=lambda d: d.at, default=None)
+
+
+def next_stop_at(started_wall: float, hhmm: tuple[int, int], tz: dt.tzinfo | None = None) -> float:
+    """The first local wall-clock HH:MM strictly after `started_wall` (epoch seconds).
+
+    `tz=None` means the machine's local time, as `stop_at` promises.
+    """
+    start = dt.datetime.fromtimestamp(started_wall, tz).astimezone(tz)
+    hour, minute = hhmm
+    candidate = start.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if candidate <= start:
+        candidate = (candidate + dt.timedelta(days=1)).replace(hour=hour, minute=minute)
+    return candidate.timestamp()
+
+
+def errors_in_window(times: Iterable[float], now: float, window: float) -> int:
+    """How many errors still count: those newer than `window` seconds."""
+    return sum(1 for t in times if now - t < window)
+
+
+def backoff_delay(quick_exits: int, initial: float, maximum: float) -> float:
+    """Delay before the restart that follows the k-th quick exit in a row (k ≥ 1)."""
+    if quick_exits < 1:
+        return 0.0
+    return min(initial * 2 ** (quick_exits - 1), maximum)

@@ -1,0 +1,136 @@
+"""Session records and their wire form.
+
+A `Session` is a frozen snapshot: the manager builds the next one with
+`dataclasses.replace`, writes it to the store, and only then makes it
+current, so a failed write leaves the daemon exactly as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .config import SessionSettings, session_settings_to_wire
+from .errors import InvalidParams
+from .session import State
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise InvalidParams(
+            f"invalid session name {name!r}",
+            "a name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return name
+
+
+def generated_name() -> str:
+    return f"s-{secrets.token_hex(4)}"
+
+
+def rfc3339(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class Person:
+    uid: int
+    user: str
+    pid: int | None
+    tty: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"uid": self.uid, "user": self.user, "pid": self.pid, "tty": self.tty}
+
+
+@dataclass(frozen=True)
+class Participant:
+    who: Person
+    joined_at: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.who.to_wire(), "joined_at": rfc3339(self.joined_at)}
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    name: str
+    state: State
+    owner: Person
+    settings: SessionSettings
+    created_at: float
+    last_activity: float
+    started_at: float | None = None
+    template: str | None = None
+    parent: str | None = None
+    closed_at: float | None = None
+    close_reason: str | None = None
+    pause_reason: str | None = None
+    participants: tuple[Participant, ...] = ()
+    metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def participant_uids(self) -> frozenset[int]:
+        return frozenset(p.who.uid for p in self.participants)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "state": self.state.value,
+            "owner_uid": self.owner.uid, "owner_user": self.owner.user,
+            "owner_pid": self.owner.pid, "owner_tty": self.owner.tty,
+            "template": self.template, "parent": self.parent,
+            "settings": session_settings_to_wire(self.settings), "metrics": dict(self.metrics),
+            "created_at": self.created_at, "started_at": self.started_at,
+            "last_activity": self.last_activity, "closed_at": self.closed_at,
+            "close_reason": self.close_reason, "pause_reason": self.pause_reason,
+        }  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], participants: list[dict[str, Any]]) -> Session:
+        owner = Person(row["owner_uid"], row["owner_user"], row["owner_pid"], row["owner_tty"])
+        people = tuple(
+            Participant(Person(p["uid"], p["user"], p["pid"], p["tty"]), p["joined_at"])
+            for p in participants
+        )
+        return cls(
+            id=row["id"], name=row["name"], state=State(row["state"]), owner=owner,
+            settings=SessionSettings(**row["settings"]), created_at=row["created_at"],
+            last_activity=row["last_activity"], started_at=row["started_at"],
+            template=row["template"], parent=row["parent"], closed_at=row["closed_at"],
+            close_reason=row["close_reason"], pause_reason=row["pause_reason"],
+            participants=people, metrics=MappingProxyType(row["metrics"]),
+        )  # fmt: skip
+
+    def to_wire(self) -> dict[str, Any]:
+        s = self.settings
+        live = self.state.live
+        return {
+            "name": self.name, "id": self.id, "state": self.state.value,
+            "owner": self.owner.to_wire(), "template": self.template, "parent": self.parent,
+            "created_at": rfc3339(self.created_at), "started_at": rfc3339(self.started_at),
+            "last_activity": rfc3339(self.last_activity),
+            "expires_at": rfc3339(self.last_activity + s.timeout) if live else None,
+            "idle_at": rfc3339(self.last_activity + s.idle_after)
+            if self.state is State.ACTIVE else None,
+            "closed_at": rfc3339(self.closed_at), "close_reason": self.close_reason,
+            "pause_reason": self.pause_reason,
+            "participants": [p.to_wire() for p in self.participants],
+            "agents": [],
+            "errors": {"count": 0, "threshold": s.error_threshold, "window": s.error_window},
+            "metrics": dict(self.metrics),
+            "settings": session_settings_to_wire(s),
+        }  # fmt: skip

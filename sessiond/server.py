@@ -1,0 +1,244 @@
+"""The Unix socket server: framing, limits, peers, subscribers.
+
+One `Connection` (an asyncio.Protocol) per client. Bytes are split into
+lines as they arrive; complete lines go to a bounded per-connection queue
+that one worker task drains in order, so a connection's replies come back in
+the order of its requests. Limits (SPEC §6):
+
+  * a line longer than max_request_bytes → -32600, connection closed;
+  * a line left half-sent for client_timeout → connection closed;
+  * more than max_clients connections → one LIMIT_REACHED line, closed;
+  * a queue of more than QUEUE_MAX unanswered lines → reading paused;
+  * a subscriber whose unread output passes SUBSCRIBER_MAX_BUFFER → dropped.
+
+The peer is identified once, at accept, from SO_PEERCRED (and SO_PEERGROUPS
+for supplementary groups), never from anything the client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import socket
+import struct
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .access import Peer, groups_of, is_admin
+from .errors import INVALID_REQUEST, LimitReached
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger("sessiond.server")
+
+QUEUE_MAX = 64
+SUBSCRIBER_MAX_BUFFER = 4 * 1024 * 1024
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    return Peer(uid=uid, gid=gid, pid=pid, groups=_peer_groups(sock, uid, gid))
+
+
+def _peer_groups(sock: socket.socket, uid: int, gid: int) -> frozenset[int]:
+    size = 64
+    while size <= 65536:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size * 4)
+        except OSError as exc:
+            if exc.errno == 34:  # ERANGE: more groups than fit
+                size *= 4
+                continue
+            return groups_of(uid, gid)  # kernels before 4.13
+        return frozenset(struct.unpack(f"{len(raw) // 4}I", raw))
+    return groups_of(uid, gid)
+
+
+def invalid_request(message: str, hint: str) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0", "id": None,
+        "error": {"code": INVALID_REQUEST, "message": message,
+                  "data": {"message": message, "hint": hint}},
+    }  # fmt: skip
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.lines: collections.deque[bytes] = collections.deque()
+        self.ready = asyncio.Event()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.cutoff: asyncio.TimerHandle | None = None
+        self.worker: asyncio.Task[None] | None = None
+        self.topics: frozenset[str] = frozenset()
+        self.peer: Peer | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if len(self.server.connections) >= self.server.limits.max_clients:
+            err = LimitReached(
+                f"too many clients: {self.server.limits.max_clients} connections already",
+                "retry later, or raise max_clients in the [daemon] config",
+            )
+            transport.write(encode({"jsonrpc": "2.0", "id": None, "error": err.to_wire()}))
+            transport.close()
+            return
+        self.peer = peer_of(transport.get_extra_info("socket"))
+        self.server.connections.add(self)
+        self.worker = self.server.spawn(self._work())
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        limit = self.server.limits.max_request_bytes
+        while (end := self.buffer.find(b"\n")) >= 0:
+            if end > limit:
+                return self._refuse_oversized()
+            self.lines.append(bytes(self.buffer[:end]))
+            del self.buffer[: end + 1]
+        if len(self.buffer) > limit:
+            return self._refuse_oversized()
+        self._watch_partial_line()
+        if self.lines:
+            self.ready.set()
+        if len(self.lines) >= QUEUE_MAX and self.transport is not None:
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.cutoff is not None:
+            self.cutoff.cancel()
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    # -- framing and limits --------------------------------------------------
+
+    def _refuse_oversized(self) -> None:
+        limit = self.server.limits.max_request_bytes
+        self._send_now(invalid_request(
+            f"request too large: more than max_request_bytes ({limit}) before a newline",
+            "send one JSON-RPC request per line, each under max_request_bytes",
+        ))  # fmt: skip
+        self.buffer.clear()
+        self._close()
+
+    def _watch_partial_line(self) -> None:
+        if not self.buffer:
+            if self.cutoff is not None:
+                self.cutoff.cancel()
+                self.cutoff = None
+        elif self.cutoff is None:
+            timeout = self.server.limits.client_timeout
+            self.cutoff = asyncio.get_running_loop().call_later(timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        log.info(
+            "closing a connection from uid %s: half-sent request for %ss",
+            self.peer.uid if self.peer else "?",
+            self.server.limits.client_timeout,
+        )
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _send_now(self, message: dict[str, Any]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode(message))
+
+    # -- requests ------------------------------------------------------------
+
+    async def _work(self) -> None:
+        try:
+            while True:
+                await self.ready.wait()
+                line = self.lines.popleft()
+                if not self.lines:
+                    self.ready.clear()
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+                reply = await self.server.answer(line, self)
+                if reply and self.transport is not None and not self.transport.is_closing():
+                    await self.writable.wait()
+                    self.transport.write(reply.encode() + b"\n")
+        except asyncio.CancelledError:
+            pass  # the client went away; whatever it was waiting for is abandoned
+        except Exception:  # noqa: BLE001 -- one broken connection must not end the daemon
+            log.exception("internal error while serving a connection; closing it")
+            self._close()
+
+    # -- subscriptions -------------------------------------------------------
+
+    def subscribe(self, topics: frozenset[str]) -> None:
+        self.topics |= topics
+
+    def notify(self, topic: str, method: str, params: dict[str, Any]) -> None:
+        if topic not in self.topics or self.transport is None or self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size() > SUBSCRIBER_MAX_BUFFER:
+            log.warning(
+                "dropping a subscriber (uid %s): it reads slower than events come",
+                self.peer.uid if self.peer else "?",
+            )
+            self._close()
+            return
+        self.transport.write(encode({"jsonrpc": "2.0", "method": method, "params": params}))
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_clients: int
+    max_request_bytes: int
+    client_timeout: float
+
+
+class Server:
+    """Accepts connections and answers each line through `rpc.dispatch`."""
+
+    def __init__(self, daemon: Daemon, limits: Limits, spawn: Spawn) -> None:
+        self.daemon = daemon
+        self.limits = limits
+        self.spawn = spawn
+        self.connections: set[Connection] = set()
+        self._rpc: Any = None
+
+    def load_rpc(self) -> Any:
+        """Import the dispatcher (and jsonrpcserver) on first use: start-up does not need it."""
+        if self._rpc is None:
+            from . import rpc  # noqa: PLC0415 -- deferred past READY=1 on purpose
+
+            self._rpc = rpc
+        return self._rpc
+
+    async def answer(self, line: bytes, conn: Connection) -> str:
+        rpc = self.load_rpc()
+        assert conn.peer is not None
+        ctx = rpc.Ctx(conn.peer, is_admin(conn.peer, self.daemon.admin_gid), self.daemon, conn)
+        return await rpc.dispatch(line.decode("utf-8", "replace"), ctx)
+
+    def broadcast(self, topic: str, method: str, params: dict[str, Any]) -> None:
+        for conn in list(self.connections):
+            conn.notify(topic, method, params)

@@ -1,0 +1,235 @@
+"""The SQLite store: schema, migrations, durable transactions. No rules.
+
+WAL mode with synchronous=FULL: a transaction that returned has reached the
+disk, so a reply sent after it survives `kill -9` and a power cut. Every
+write goes through `transaction()`, which turns SQLite's disk-full and
+read-only failures into `StorageError` and rolls back, so a failed write
+changes nothing. The schema is versioned with `PRAGMA user_version`;
+`MIGRATIONS[n]` takes a store from version n to n+1.
+
+A partial unique index keeps at most one live session in the table itself:
+the lock survives a daemon restart because it *is* this row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import StorageError
+
+DB_NAME = "sessiond.db"
+TERMINAL_STATES = "('closed', 'expired', 'failed')"
+
+MIGRATIONS: list[str] = [
+    f"""
+    CREATE TABLE sessions (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        owner_uid     INTEGER NOT NULL,
+        owner_user    TEXT NOT NULL,
+        owner_pid     INTEGER,
+        owner_tty     TEXT,
+        template      TEXT,
+        parent        TEXT REFERENCES sessions(id),
+        settings      TEXT NOT NULL,
+        metrics       TEXT NOT NULL DEFAULT '{{}}',
+        created_at    REAL NOT NULL,
+        started_at    REAL,
+        last_activity REAL NOT NULL,
+        closed_at     REAL,
+        close_reason  TEXT,
+        pause_reason  TEXT
+    );
+    CREATE UNIQUE INDEX sessions_one_live ON sessions((1))
+        WHERE state NOT IN {TERMINAL_STATES};
+    CREATE INDEX sessions_by_name ON sessions(name, created_at);
+    CREATE INDEX sessions_by_created ON sessions(created_at);
+    CREATE TABLE participants (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        uid        INTEGER NOT NULL,
+        user       TEXT NOT NULL,
+        pid        INTEGER,
+        tty        TEXT,
+        joined_at  REAL NOT NULL,
+        PRIMARY KEY (session_id, uid)
+    );
+    CREATE TABLE events (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        time       REAL NOT NULL,
+        session_id TEXT,
+        session    TEXT,
+        kind       TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        data       TEXT NOT NULL DEFAULT '{{}}'
+    );
+    CREATE INDEX events_by_session ON events(session_id, seq);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+SESSION_COLUMNS = (
+    "id name state owner_uid owner_user owner_pid owner_tty template parent settings "
+    "metrics created_at started_at last_activity closed_at close_reason pause_reason"
+).split()
+
+
+def _storage_error(exc: sqlite3.Error, path: Path) -> StorageError:
+    reason = str(exc)
+    return StorageError(
+        f"unable to write the store {path}: {reason}",
+        "free space on that filesystem or make it writable; sessiond recovers by itself",
+    )
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = state_dir / DB_NAME
+        # The store holds owners, commands and tokens: readable by the daemon only.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        return cls(path)
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"the store {self.path} has schema version {version}, newer than {SCHEMA_VERSION}",
+                "run the sessiond release that wrote it, or move the file aside",
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[number]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, self.path) from exc
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise _storage_error(exc, self.path) from exc
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writes (inside transaction()) ---------------------------------------
+
+    def save_session(self, row: Mapping[str, Any]) -> None:
+        values = [_encode(row[c]) for c in SESSION_COLUMNS]
+        marks = ", ".join("?" for _ in SESSION_COLUMNS)
+        self.db.execute(
+            f"INSERT OR REPLACE INTO sessions ({', '.join(SESSION_COLUMNS)}) VALUES ({marks})",
+            values,
+        )
+
+    def save_participant(self, session_id: str, p: Mapping[str, Any]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO participants VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, p["uid"], p["user"], p["pid"], p["tty"], p["joined_at"]),
+        )
+
+    def delete_participant(self, session_id: str, uid: int) -> None:
+        self.db.execute(
+            "DELETE FROM participants WHERE session_id = ? AND uid = ?", (session_id, uid)
+        )
+
+    def add_event(
+        self, time: float, session_id: str | None, session: str | None, kind: str,
+        message: str, data: Mapping[str, Any],
+    ) -> int:  # fmt: skip
+        cur = self.db.execute(
+            "INSERT INTO events (time, session_id, session, kind, message, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (time, session_id, session, kind, message, json.dumps(data)),
+        )
+        return int(cur.lastrowid or 0)
+
+    # -- reads ---------------------------------------------------------------
+
+    def live_session(self) -> dict[str, Any] | None:
+        row = self.db.execute(
+            f"SELECT * FROM sessions WHERE state NOT IN {TERMINAL_STATES}"
+        ).fetchone()
+        return _session(row)
+
+    def find_session(self, name_or_id: str) -> dict[str, Any] | None:
+        """By id, else the most recent session of that name."""
+        row = self.db.execute(
+            "SELECT * FROM sessions WHERE id = ? OR name = ?"
+            " ORDER BY id = ? DESC, created_at DESC LIMIT 1",
+            (name_or_id, name_or_id, name_or_id),
+        ).fetchone()
+        return _session(row)
+
+    def history(self, limit: int, before: float | None) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM sessions WHERE created_at < ? ORDER BY created_at DESC LIMIT ?",
+            (float("inf") if before is None else before, limit),
+        ).fetchall()
+        return [s for s in map(_session, rows) if s is not None]
+
+    def participants(self, session_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT uid, user, pid, tty, joined_at FROM participants"
+            " WHERE session_id = ? ORDER BY joined_at",
+            (session_id,),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def events(self, limit: int, session_id: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE session_id = ?", [session_id]) if session_id else ("", [])
+        rows = self.db.execute(
+            f"SELECT * FROM (SELECT * FROM events {where} ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+            [*args, limit],
+        ).fetchall()
+        return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction; split instead (no ';' in our DDL strings).
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _encode(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict | list) else value
+
+
+def _session(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    found = dict(row)
+    found["settings"] = json.loads(found["settings"])
+    found["metrics"] = json.loads(found["metrics"])
+    return found
