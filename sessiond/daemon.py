@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -20,6 +20,7 @@ import socket
 import stat
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .access import group_id
 from .config import Config, ConfigError, resolve_config
 from .errors import SessiondError, StartupError
 from .manager import Manager
-from .paths import DaemonPaths, daemon_paths
+from .paths import system_socket, system_state_dir, user_socket
 from .server import Connection, Limits, Server
 from .store import Store
 
@@ -57,6 +58,23 @@ def watchdog_interval() -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 1e6 / 2
+
+
+@dataclass(frozen=True)
+class DaemonPaths:
+    socket: Path
+    state_dir: Path
+
+
+def daemon_paths(user_mode: bool, socket_path: str | None, state_dir: str | None) -> DaemonPaths:
+    """--socket / --state-dir, else the mode's defaults (SPEC §5)."""
+    if user_mode:
+        import platformdirs  # noqa: PLC0415 -- only user mode needs it
+
+        default_socket, default_state = user_socket(), platformdirs.user_state_dir("sessiond")
+    else:
+        default_socket, default_state = system_socket(), system_state_dir()
+    return DaemonPaths(Path(socket_path or default_socket), Path(state_dir or default_state))
 
 
 class InstanceLock:
@@ -95,7 +113,7 @@ class Daemon:
         self.admin_gid = group_id(config.daemon.admin_group)
         self.stopping = asyncio.Event()
         self.store: Store | None = None
-        self.manager: Manager = None  # type: ignore[assignment] -- set in run() before use
+        self.manager: Manager  # set in run(), before the socket exists
         self.server: Server | None = None
         self.bound_socket = False
 
@@ -119,10 +137,10 @@ class Daemon:
         self.manager.load()
         sock = self._listening_socket()
         async with asyncio.TaskGroup() as tg:
-            self.server = Server(self, self._limits(), tg.create_task)
+            server = Server(self, self._limits(), tg.create_task)
+            self.server = server
             listener = await asyncio.get_running_loop().create_unix_server(
-                lambda: Connection(self.server),
-                sock=sock,  # type: ignore[arg-type]
+                lambda: Connection(server), sock=sock
             )
             self._install_signals()
             self.notify("READY=1", self._status_line())
@@ -137,8 +155,7 @@ class Daemon:
             await self.stopping.wait()
             self.notify("STOPPING=1", "STATUS=stopping")
             listener.close()
-            for conn in list(self.server.connections):
-                conn.transport.close() if conn.transport else None
+            server.close_all()
             watchdog.cancel()
         self._remove_socket()
         self.store.close()
@@ -154,6 +171,7 @@ class Daemon:
             logger.info("using the socket passed by systemd")
             sock = socket.socket(fileno=SD_LISTEN_FDS_START)
             sock.setblocking(False)
+            self.paths = dataclasses.replace(self.paths, socket=Path(sock.getsockname()))
             return sock
         path = self.paths.socket
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if self.user_mode else 0o755)

@@ -24,8 +24,9 @@ client imports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+TYPE_CHECKING = False  # typing and dataclasses would cost sessionc ~15 ms at every start
+if TYPE_CHECKING:
+    from typing import Any
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -43,14 +44,25 @@ class SessiondError(Exception):
         self.hint = hint
 
 
-@dataclass(frozen=True)
 class Problem:
     """One thing wrong with a configuration: where, what, and the rule broken."""
 
-    file: str
-    key: str
-    value: Any
-    rule: str
+    __slots__ = ("file", "key", "rule", "value")
+
+    def __init__(self, file: str, key: str, value: Any, rule: str) -> None:
+        self.file, self.key, self.value, self.rule = file, key, value, rule
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Problem) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash((self.file, self.key, self.rule))
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.file, self.key, self.value, self.rule)
+
+    def __repr__(self) -> str:
+        return f"Problem{self._fields()!r}"
 
     def __str__(self) -> str:
         shown = "" if self.value is None else f" = {self.value!r}"
@@ -84,21 +96,49 @@ class DomainError(SessiondError):
         }
 
 
-def _domain(code: int, name: str) -> type[DomainError]:
-    return type(name.title().replace("_", ""), (DomainError,), {"code": code, "name": name})
+class SessionActive(DomainError):
+    code, name = -32001, "SESSION_ACTIVE"
 
 
-SessionActive = _domain(-32001, "SESSION_ACTIVE")
-NoSession = _domain(-32002, "NO_SESSION")
-SessionMismatch = _domain(-32003, "SESSION_MISMATCH")
-PermissionDenied = _domain(-32004, "PERMISSION_DENIED")
-InvalidState = _domain(-32005, "INVALID_STATE")
-AgentNotFound = _domain(-32006, "AGENT_NOT_FOUND")
-LimitReached = _domain(-32007, "LIMIT_REACHED")
-WaitTimeout = _domain(-32008, "WAIT_TIMEOUT")
-BadToken = _domain(-32009, "BAD_TOKEN")
-StorageError = _domain(-32010, "STORAGE_ERROR")
-InvalidParams = _domain(INVALID_PARAMS, "INVALID_PARAMS")
+class NoSession(DomainError):
+    code, name = -32002, "NO_SESSION"
+
+
+class SessionMismatch(DomainError):
+    code, name = -32003, "SESSION_MISMATCH"
+
+
+class PermissionDenied(DomainError):
+    code, name = -32004, "PERMISSION_DENIED"
+
+
+class InvalidState(DomainError):
+    code, name = -32005, "INVALID_STATE"
+
+
+class AgentNotFound(DomainError):
+    code, name = -32006, "AGENT_NOT_FOUND"
+
+
+class LimitReached(DomainError):
+    code, name = -32007, "LIMIT_REACHED"
+
+
+class WaitTimeout(DomainError):
+    code, name = -32008, "WAIT_TIMEOUT"
+
+
+class BadToken(DomainError):
+    code, name = -32009, "BAD_TOKEN"
+
+
+class StorageError(DomainError):
+    code, name = -32010, "STORAGE_ERROR"
+
+
+class InvalidParams(DomainError):
+    code, name = INVALID_PARAMS, "INVALID_PARAMS"
+
 
 # sessionc exit statuses (SPEC §7), by JSON-RPC error code.
 EXIT_OK = 0

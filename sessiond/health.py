@@ -76,7 +76,7 @@ def _disconnected(s: Session, now: float) -> dict[str, Any]:
         "disconnected",
         f"Session {s.name} hit {s.settings.error_threshold} errors "
         f"within {window}; its agents were stopped.",
-        f"sessionc logs  # see what failed",
+        "sessionc logs  # see what failed",
         "sessionc reconnect",
         f"sessionc stop {s.name}",
     )
@@ -111,7 +111,7 @@ def _failed(s: Session, now: float) -> dict[str, Any]:
     return _result(
         "failed",
         f"Session {s.name} failed{why}.",
-        f"sessionc events  # see what happened",
+        "sessionc events  # see what happened",
         f"sessionc start {s.name}",
     )
 

@@ -25,8 +25,14 @@ from typing import Any
 
 from . import policy
 from .access import Peer
-from .config import Config, ConfigError, SessionSettings, format_duration, parse_clock
-from .config import session_overrides
+from .config import (
+    Config,
+    ConfigError,
+    SessionSettings,
+    format_duration,
+    parse_clock,
+    session_overrides,
+)
 from .errors import (
     InvalidParams,
     InvalidState,
@@ -96,7 +102,7 @@ class Manager:
     # -- the lock ------------------------------------------------------------
 
     def prepare_start(
-        self, peer: Peer, tty: str | None, name: str | None, template: str | None,
+        self, peer: Peer, tty: str | None, *, name: str | None, template: str | None,
         parent: str | None, overrides: Mapping[str, Any],
     ) -> StartRequest:  # fmt: skip
         """Check everything about a start that does not depend on the lock."""
@@ -452,7 +458,7 @@ class Manager:
 
     def _event(self, s: Session, kind: str, message: str, data: Mapping[str, Any]) -> None:
         now = time.time()
-        seq = self.store.add_event(now, s.id, s.name, kind, message, data)
+        seq = self.store.add_event(now, s.id, s.name, kind=kind, message=message, data=data)
         self._unpublished.append(
             {
                 "seq": seq,
@@ -472,7 +478,7 @@ _ACTIVITY = frozenset({Event.ACTIVITY, Event.RESUME, Event.RECONNECT, Event.LAUN
 def _state_hint(s: Session) -> str:
     return {
         State.PAUSED: f"resume it with 'sessionc resume {s.name}'",
-        State.DISCONNECTED: f"reconnect it with 'sessionc reconnect', or stop it",
+        State.DISCONNECTED: "reconnect it with 'sessionc reconnect', or stop it",
         State.SUSPENDED: "it resumes by itself when the network is back",
         State.STOPPING: "wait for it to close",
     }.get(s.state, f"'sessionc health {s.name}' says what it can do next")

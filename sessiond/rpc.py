@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from jsonrpcserver import JsonRpcError, Success
 from jsonrpcserver import async_dispatch_to_response as dispatch_to_response
@@ -141,7 +141,9 @@ async def session_start(
     {"method": "session.start", "params": {"name": "nightly", "wait": 60}} — sessionc start"""
     manager = ctx.daemon.manager
     parent = overrides.pop("from", None)
-    request = manager.prepare_start(ctx.peer, tty, name, template, parent, overrides)
+    request = manager.prepare_start(
+        ctx.peer, tty, name=name, template=template, parent=parent, overrides=overrides
+    )
     if wait is None or wait is False:
         return manager.start(request).to_wire()
     limit = None if wait is True else float(wait)
@@ -291,30 +293,30 @@ def _time_param(name: str, value: str | None) -> float | None:
         ) from None
 
 
-O, PT, OW, AD = Role.OBSERVER, Role.PARTICIPANT, Role.OWNER, Role.ADMIN
+ANYONE, PT, OW = Role.OBSERVER, Role.PARTICIPANT, Role.OWNER
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("daemon.ping", daemon_ping, O),
-    Method("rpc.discover", rpc_discover, O),
-    Method("session.status", session_status, O),
-    Method("session.start", session_start, O, (
+    Method("daemon.ping", daemon_ping, ANYONE),
+    Method("rpc.discover", rpc_discover, ANYONE),
+    Method("session.status", session_status, ANYONE),
+    Method("session.start", session_start, ANYONE, (
         NAME, P("template", "string", "null"), P("from", "string", "null"),
         P("wait", "number", "boolean", "null"), TTY, *SESSION_PARAMS)),
-    Method("session.join", session_join, O, (NAME, TTY)),
-    Method("session.leave", session_leave, O, (NAME, TTY)),
+    Method("session.join", session_join, ANYONE, (NAME, TTY)),
+    Method("session.leave", session_leave, ANYONE, (NAME, TTY)),
     Method("session.stop", session_stop, OW, (NAME, P("reason", "string", "null"))),
     Method("session.pause", session_pause, PT, (NAME, P("reason", "string", "null"))),
     Method("session.resume", session_resume, PT, (NAME,)),
     Method("session.reconnect", session_reconnect, OW, (NAME,)),
     Method("session.touch", session_touch, PT, (NAME,)),
-    Method("session.health", session_health, O, (NAME,)),
-    Method("session.get", session_get, O, (P("name", "string", required=True),)),
+    Method("session.health", session_health, ANYONE, (NAME,)),
+    Method("session.get", session_get, ANYONE, (P("name", "string", required=True),)),
     Method("session.export", session_export, PT, (P("name", "string", required=True),)),
-    Method("session.history", session_history, O,
+    Method("session.history", session_history, ANYONE,
            (P("limit", "integer"), P("before", "string", "null"))),
     Method("session.cleanup", session_cleanup, OW, (P("orphans_only", "boolean"),)),
-    Method("events.tail", events_tail, O,
+    Method("events.tail", events_tail, ANYONE,
            (P("lines", "integer"), P("session", "string", "null"))),
-    Method("subscribe", subscribe, O, (P("topics", "array", required=True),)),
+    Method("subscribe", subscribe, ANYONE, (P("topics", "array", required=True),)),
 )}  # fmt: skip
 
 
@@ -420,7 +422,7 @@ _STANDARD = {
 
 
 def _serializable(response: Any) -> Any:
-    out = to_serializable_one(response)
+    out = cast(dict[str, Any], to_serializable_one(response))  # one response, never a batch
     error = out.get("error")
     if error and error["code"] in _STANDARD and not isinstance(error.get("data"), dict):
         text, hint = _STANDARD[error["code"]]

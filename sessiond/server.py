@@ -142,7 +142,7 @@ class Connection(asyncio.Protocol):
             "send one JSON-RPC request per line, each under max_request_bytes",
         ))  # fmt: skip
         self.buffer.clear()
-        self._close()
+        self.close()
 
     def _watch_partial_line(self) -> None:
         if not self.buffer:
@@ -159,9 +159,9 @@ class Connection(asyncio.Protocol):
             self.peer.uid if self.peer else "?",
             self.server.limits.client_timeout,
         )
-        self._close()
+        self.close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -186,9 +186,9 @@ class Connection(asyncio.Protocol):
                     self.transport.write(reply.encode() + b"\n")
         except asyncio.CancelledError:
             pass  # the client went away; whatever it was waiting for is abandoned
-        except Exception:  # noqa: BLE001 -- one broken connection must not end the daemon
+        except Exception:  # one broken connection must not end the daemon
             log.exception("internal error while serving a connection; closing it")
-            self._close()
+            self.close()
 
     # -- subscriptions -------------------------------------------------------
 
@@ -203,7 +203,7 @@ class Connection(asyncio.Protocol):
                 "dropping a subscriber (uid %s): it reads slower than events come",
                 self.peer.uid if self.peer else "?",
             )
-            self._close()
+            self.close()
             return
         self.transport.write(encode({"jsonrpc": "2.0", "method": method, "params": params}))
 
@@ -238,6 +238,10 @@ class Server:
         assert conn.peer is not None
         ctx = rpc.Ctx(conn.peer, is_admin(conn.peer, self.daemon.admin_gid), self.daemon, conn)
         return await rpc.dispatch(line.decode("utf-8", "replace"), ctx)
+
+    def close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
 
     def broadcast(self, topic: str, method: str, params: dict[str, Any]) -> None:
         for conn in list(self.connections):

@@ -104,7 +104,7 @@ def _row(default: Outcome, *parts: dict[str, Outcome], **moves: Outcome) -> dict
     return row
 
 
-_ANY_LIVE = {"stop": S.STOPPING, "expire": S.EXPIRED, "activity": STAY}
+_ANY_LIVE: dict[str, Outcome] = {"stop": S.STOPPING, "expire": S.EXPIRED, "activity": STAY}
 
 TRANSITIONS: Final[dict[State, dict[Event, Outcome]]] = {
     S.STARTING: _row(

@@ -74,10 +74,25 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-SESSION_COLUMNS = (
-    "id name state owner_uid owner_user owner_pid owner_tty template parent settings "
-    "metrics created_at started_at last_activity closed_at close_reason pause_reason"
-).split()
+SESSION_COLUMNS = [
+    "id",
+    "name",
+    "state",
+    "owner_uid",
+    "owner_user",
+    "owner_pid",
+    "owner_tty",
+    "template",
+    "parent",
+    "settings",
+    "metrics",
+    "created_at",
+    "started_at",
+    "last_activity",
+    "closed_at",
+    "close_reason",
+    "pause_reason",
+]
 
 
 def _storage_error(exc: sqlite3.Error, path: Path) -> StorageError:
@@ -147,10 +162,14 @@ class Store:
     # -- writes (inside transaction()) ---------------------------------------
 
     def save_session(self, row: Mapping[str, Any]) -> None:
+        # An upsert, not INSERT OR REPLACE: REPLACE would delete whichever row holds
+        # the one-live-session index instead of refusing the second live session.
         values = [_encode(row[c]) for c in SESSION_COLUMNS]
         marks = ", ".join("?" for _ in SESSION_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in SESSION_COLUMNS[1:])
         self.db.execute(
-            f"INSERT OR REPLACE INTO sessions ({', '.join(SESSION_COLUMNS)}) VALUES ({marks})",
+            f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) VALUES ({marks})"
+            f" ON CONFLICT(id) DO UPDATE SET {updates}",
             values,
         )
 
@@ -166,7 +185,7 @@ class Store:
         )
 
     def add_event(
-        self, time: float, session_id: str | None, session: str | None, kind: str,
+        self, time: float, session_id: str | None, session: str | None, *, kind: str,
         message: str, data: Mapping[str, Any],
     ) -> int:  # fmt: skip
         cur = self.db.execute(

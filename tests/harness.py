@@ -168,8 +168,8 @@ def interpreter_for_others() -> str | None:
     """A Python >= 3.11 that another uid may run (pyenv's lives under root's 0700 home)."""
     for candidate in (Path(sys.executable), Path("/usr/bin/python3")):
         if _world_executable(candidate):
-            probe = subprocess.run([str(candidate), "-c", "import sys; print(sys.version_info >= (3, 11))"],
-                                   capture_output=True, text=True)  # fmt: skip
+            check = "import sys; print(sys.version_info >= (3, 11))"
+            probe = subprocess.run([str(candidate), "-c", check], capture_output=True, text=True)
             if probe.stdout.strip() == "True":
                 return str(candidate)
     return None

@@ -70,7 +70,7 @@ def test_batches_and_notifications(daemon):
 
 
 def test_oversized_request_closes_only_that_connection(make_daemon):
-    daemon = make_daemon('[daemon]\nmax_request_bytes = 4096\n')
+    daemon = make_daemon("[daemon]\nmax_request_bytes = 4096\n")
     bystander, bbuf = raw_connection(daemon.socket), bytearray()
     sock, buf = raw_connection(daemon.socket), bytearray()
     huge = b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping","params":{"x":"' + b"a" * 8000

@@ -1,0 +1,797 @@
+"""sessionc: the command-line client of sessiond (SPEC §7).
+
+Every command is declared once, in COMMANDS: its help, its arguments, a
+handler that makes the RPC calls and returns the raw result, a printer that
+shows the result to a person, and (for `health`) how the result maps to an exit
+status. `--json` replaces the printer with one JSON document. Handlers do not
+print, except the `-f` followers, which stream until Ctrl-C or the daemon
+leaves. The `*_lines` and `fmt_*` helpers are pure: they turn wire objects
+(docs/wire.md) into text, and take `now` so that tests can pin the clock.
+
+This module imports only the standard library and sessiond's stdlib-only
+modules (errors, paths, client): `sessionc status` must start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import signal
+import sys
+import time
+
+from sessiond import __version__
+from sessiond.client import Client
+from sessiond.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SessiondError
+from sessiond.paths import client_socket
+
+TYPE_CHECKING = False  # typing and dataclasses would cost every sessionc start ~15 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    Handler = Callable[[Client, argparse.Namespace], Any]
+    Printer = Callable[[Any, argparse.Namespace], None]
+    ArgSpec = tuple[tuple[str, ...], dict[str, Any]]
+
+STREAMED = object()  # returned by a follower, which printed everything itself
+EXIT_INTERRUPTED = 130
+EXIT_NOT_FOUND = 5
+RESERVED_SET_KEYS = {"name", "template", "from", "wait", "tty"}
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile(f"(?:{_NUMBER}d)?(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")
+_UNIT_SECONDS = (86400, 3600, 60, 1)
+_HHMM = re.compile(r"([01]?\d|2[0-3]):[0-5]\d")
+
+
+class UsageError(SessiondError):
+    exit_code = EXIT_USAGE
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '1h30m', '2d' or plain seconds ('90', '1.5') → seconds."""
+    text = text.strip()
+    match = _DURATION.fullmatch(text)
+    try:
+        seconds = float(text)
+    except ValueError:
+        if not text or match is None:
+            raise ValueError(
+                f"invalid duration {text!r}: use 90s, 5m, 1h30m or plain seconds"
+            ) from None
+        seconds = sum(
+            float(n) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS, strict=True) if n
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"invalid duration {text!r}: must be a finite number, 0 or more")
+    return seconds
+
+
+def _argtype(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a function that raises ValueError with a full message."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = check.__name__  # argparse names the type in some messages
+    return convert
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"expected a whole number of at least 1 (got {text!r})")
+    return int(text)
+
+
+def _hhmm(text: str) -> str:
+    if not _HHMM.fullmatch(text):
+        raise ValueError(f"expected a time of day as HH:MM (got {text!r})")
+    return text
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected KEY=VALUE (got {text!r})")
+    return key.strip(), value
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, value = _pair(text)
+    key = key.replace("-", "_")  # --set idle-after=2m, like the option
+    if key in RESERVED_SET_KEYS:
+        raise ValueError(f"{key!r} is not a [session] key: use its own option")
+    return key, value
+
+
+def _metric(text: str) -> tuple[str, int | float]:
+    key, value = _pair(text)
+    try:
+        return key, int(value) if value.strip().lstrip("-").isdigit() else float(value)
+    except ValueError:
+        raise ValueError(f"metric {key!r} must be a number (got {value!r})") from None
+
+
+def _wait(text: str) -> float | bool:
+    return True if text == "" else parse_duration(text)
+
+
+def rewrite_bare_wait(argv: list[str]) -> list[str]:
+    """Turn a bare `--wait` into `--wait=` (no limit), so `start --wait NAME` keeps NAME.
+
+    `--wait 90s` keeps its duration. Only the part before `--` is touched: what
+    follows is an agent's command line.
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [
+        "--wait=" if arg == "--wait" and not _is_duration(argv[i + 1 : end][:1]) else arg
+        for i, arg in enumerate(argv[:end])
+    ]
+    return head + argv[end:]
+
+
+def _is_duration(words: list[str]) -> bool:
+    try:
+        return bool(words) and parse_duration(words[0]) >= 0
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """45 → '45s', 90 → '1m30s', 5400 → '1h30m', 93600 → '1d2h': two leading units."""
+    if seconds is None:
+        return "-"
+    left, amounts = int(max(seconds, 0)), []
+    for unit in _UNIT_SECONDS:
+        amount, left = divmod(left, unit)
+        amounts.append(amount)
+    first = next((i for i, amount in enumerate(amounts) if amount), 3)
+    shown = "".join(
+        f"{amounts[i]}{'dhms'[i]}" for i in range(first, min(first + 2, 4)) if amounts[i]
+    )
+    return shown or "0s"
+
+
+def fmt_bytes(size: float | None) -> str:
+    """12_900_000 → '12.3M', in powers of 1024 like ps and top."""
+    if size is None:
+        return "-"
+    value, unit = float(size), "B"
+    for unit in "BKMGT":
+        if value < 1024 or unit == "T":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)}B"
+    return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+
+
+def fmt_exit(code: int | None) -> str:
+    """How an agent last ended: 0 → 'exited with 0', -9 → 'killed by SIGKILL'."""
+    if code is None:
+        return "-"
+    if code >= 0:
+        return f"exited with {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
+def parse_time(stamp: str | None) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(stamp) if stamp else None
+    except ValueError:
+        return None
+
+
+def fmt_relative(stamp: str | None, now: float | None = None) -> str:
+    """An RFC 3339 time as 'in 24m' or '3m10s ago'."""
+    when = parse_time(stamp)
+    if when is None:
+        return "-"
+    delta = round(when.timestamp() - (time.time() if now is None else now))  # 44m59.9s is 45m
+    if delta == 0:
+        return "now"
+    return f"in {fmt_duration(delta)}" if delta > 0 else f"{fmt_duration(-delta)} ago"
+
+
+def fmt_clock(stamp: str | None, now: float | None = None, seconds: bool = False) -> str:
+    """Local wall time: 'HH:MM' today, 'YYYY-MM-DD HH:MM' another day; 'HH:MM:SS' always."""
+    when = parse_time(stamp)
+    if when is None:
+        return stamp or "-"
+    local = when.astimezone()
+    today = datetime.datetime.fromtimestamp(time.time() if now is None else now).date()
+    clock = local.strftime("%H:%M:%S" if seconds else "%H:%M")
+    return clock if seconds or local.date() == today else f"{local:%Y-%m-%d} {clock}"
+
+
+def fmt_since(stamp: str | None, now: float | None = None) -> str:
+    """'10:34 (12m ago)'."""
+    return f"{fmt_clock(stamp, now)} ({fmt_relative(stamp, now)})"
+
+
+def fmt_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def fmt_person(who: dict[str, Any] | None) -> str:
+    """'alice on pts/3', or 'alice' with no terminal."""
+    if not who:
+        return "-"
+    name = str(who.get("user") or f"uid {who.get('uid', '?')}")
+    return f"{name} on {who['tty']}" if who.get("tty") else name
+
+
+def table(headers: list[str], rows: Iterable[list[str]]) -> list[str]:
+    """Columns aligned on the widest cell, two spaces apart, like `ps`."""
+    rows = [headers, *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+AGENT_HEADERS = ["AGENT", "PID", "STATE", "UPTIME", "MEM", "CPU%", "RESTARTS", "LAST-EXIT"]
+
+
+def agent_row(agent: dict[str, Any]) -> list[str]:
+    cpu = agent.get("cpu_percent")
+    return [
+        str(agent.get("name", "?")),
+        fmt_value(agent.get("pid")),
+        str(agent.get("state", "?")),
+        fmt_duration(agent.get("uptime")),
+        fmt_bytes(agent.get("rss")),
+        "-" if cpu is None else f"{cpu:.1f}",
+        fmt_value(agent.get("restarts", 0)),
+        fmt_exit(agent.get("exit_code")),
+    ]
+
+
+def agent_lines(agents: list[dict[str, Any]]) -> list[str]:
+    """The agent table, then the counts by label ('labels: scan=2 backtest=1')."""
+    counts: dict[str, int] = {}
+    for agent in agents:
+        for label in agent.get("labels") or []:
+            counts[label] = counts.get(label, 0) + 1
+    lines = table(AGENT_HEADERS, map(agent_row, agents))
+    if counts:
+        lines += ["", "labels: " + " ".join(f"{k}={n}" for k, n in counts.items())]
+    return lines
+
+
+def _field(key: str, value: str) -> str:
+    return f"{key + ':':<14}{value}"
+
+
+def _when_lines(session: dict[str, Any], now: float | None) -> list[str]:
+    if session.get("closed_at"):
+        reason = f": {session['close_reason']}" if session.get("close_reason") else ""
+        return [_field("closed", f"{fmt_since(session['closed_at'], now)}{reason}")]
+    if not session.get("expires_at"):
+        return []
+    expires = fmt_relative(session["expires_at"], now)
+    if session.get("idle_at"):
+        expires += f" (idle {fmt_relative(session['idle_at'], now)})"
+    return [_field("expires", expires)]
+
+
+def session_lines(session: dict[str, Any], now: float | None = None) -> list[str]:
+    """A session object as aligned 'key: value' lines, then its agents."""
+    since = session.get("started_at") or session.get("created_at")
+    people = ", ".join(fmt_person(p) for p in session.get("participants") or [])
+    errors = session.get("errors") or {}
+    lines = [
+        _field("session", str(session.get("name"))),
+        _field("id", str(session.get("id"))),
+        _field("state", str(session.get("state"))),
+        _field("owner", f"{fmt_person(session.get('owner'))}, since {fmt_since(since, now)}"),
+        _field("participants", people or "none"),
+        *_when_lines(session, now),
+    ]
+    if errors:
+        limit = f"{errors.get('threshold', '?')} in {fmt_duration(errors.get('window'))}"
+        lines.append(_field("errors", f"{errors.get('count', 0)} of {limit}"))
+    for key in ("pause_reason", "template", "parent"):
+        if session.get(key):
+            lines.append(_field(key.replace("_", " "), str(session[key])))
+    if session.get("metrics"):
+        pairs = " ".join(f"{k}={fmt_value(v)}" for k, v in session["metrics"].items())
+        lines.append(_field("metrics", pairs))
+    agents = session.get("agents") or []
+    return [*lines, "", *agent_lines(agents)] if agents else lines
+
+
+def status_lines(result: dict[str, Any], now: float | None = None) -> list[str]:
+    """`sessionc status`: the session, or 'no active session' and the daemon; orphans."""
+    if result.get("session"):
+        lines = session_lines(result["session"], now)
+    else:
+        daemon = result.get("daemon") or {}
+        pid, uptime = daemon.get("pid", "?"), fmt_duration(daemon.get("uptime"))
+        mode = f", {daemon['mode']} mode" if daemon.get("mode") else ""
+        lines = ["no active session", f"daemon: sessiond pid {pid}, up {uptime}{mode}"]
+    orphans = len(result.get("orphans") or [])
+    if orphans:
+        noun = "process" if orphans == 1 else "processes"
+        lines += ["", f"{orphans} orphaned agent {noun} — run 'sessionc cleanup'"]
+    return lines
+
+
+def tree_lines(value: Any, indent: int = 0) -> list[str]:
+    """Nested dicts and lists as indented 'key: value' lines (metrics)."""
+    pad = "  " * indent
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, Any]] = ((f"{k}:", v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = (("-", item) for item in value)
+    else:
+        return [pad + fmt_value(value)]
+    lines = []
+    for label, item in items:
+        if isinstance(item, (dict, list)) and item:
+            lines += [pad + label, *tree_lines(item, indent + 1)]
+        else:
+            lines.append(f"{pad}{label} {'none' if item in ({}, []) else fmt_value(item)}")
+    return lines
+
+
+def history_lines(sessions: list[dict[str, Any]], now: float | None = None) -> list[str]:
+    headers = ["NAME", "ID", "STATE", "OWNER", "STARTED", "CLOSED", "REASON"]
+    rows = [
+        [str(s.get("name")), str(s.get("id", ""))[:8], str(s.get("state")),
+         str((s.get("owner") or {}).get("user") or "-"),
+         fmt_clock(s.get("started_at") or s.get("created_at"), now),
+         fmt_clock(s.get("closed_at"), now), str(s.get("close_reason") or "-")]
+        for s in sessions
+    ]  # fmt: skip
+    return table(headers, rows) if rows else ["no sessions yet"]
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """'10:34:05  session.started    session nightly started by alice'."""
+    clock = fmt_clock(event.get("time"), seconds=True)
+    return f"{clock}  {event.get('kind', '?'):<17} {event.get('message', '')}"
+
+
+def log_line(entry: Any, prefix: bool = False) -> str:
+    """A log line, a string or {"agent", "line"}; prefixed 'agent | ' for several agents."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    text = str(entry.get("line", entry.get("text", json.dumps(entry))))
+    return f"{entry.get('agent', '?')} | {text}" if prefix else text
+
+
+def health_lines(health: dict[str, Any]) -> list[str]:
+    steps = [f"  - {step}" for step in health.get("recovery") or []]
+    return [f"{health.get('status')}: {health.get('message', '')}"] + (
+        ["to recover:", *steps] if steps else []
+    )
+
+
+# ---------------------------------------------------------------- printers
+
+
+def echo(lines: Iterable[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+def show_action(verb: str) -> Printer:
+    def printer(session: Any, args: argparse.Namespace) -> None:
+        line = f"{verb} session {session.get('name')} ({session.get('state')})"
+        expires = session.get("expires_at")
+        print(line + (f", expires {fmt_relative(expires)}" if expires else ""))
+
+    return printer
+
+
+def show_agent(agent: Any, args: argparse.Namespace) -> None:
+    pid = f", pid {agent['pid']}" if agent.get("pid") else ""
+    print(f"agent {agent.get('name')}: {agent.get('state')}{pid}")
+
+
+def show_logs(result: Any, args: argparse.Namespace) -> None:
+    tails = {args.agent: result} if args.agent else result
+    for agent, tail in tails.items():
+        echo(log_line({"agent": agent, "line": line}, not args.agent) for line in tail["lines"])
+
+
+def show_export(result: Any, args: argparse.Namespace) -> None:
+    if args.output:
+        print(f"exported session {args.name} to {args.output}")
+    else:
+        print(json.dumps(result, indent=2))
+
+
+def show_cleanup(result: Any, args: argparse.Namespace) -> None:
+    if result.get("stopped"):
+        print(f"stopped session {result['stopped'].get('name')}")
+    killed = result.get("orphans_killed", 0)
+    print(f"ended {killed} orphaned agent process{'' if killed == 1 else 'es'}")
+
+
+def show_metrics(result: Any, args: argparse.Namespace) -> None:
+    if not args.prometheus:
+        echo(tree_lines({k: v for k, v in result.items() if k != "prometheus"}))
+        return
+    text = result.get("prometheus")
+    if not isinstance(text, str):
+        raise SessiondError("sessiond sent no Prometheus text", "drop --prometheus")
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """Params from the options that were given; `from_` is sent as `from`."""
+    values = {name.rstrip("_"): getattr(args, name, None) for name in names}
+    return {key: value for key, value in values.items() if value is not None and value is not False}
+
+
+def rpc(method: str, *names: str) -> Handler:
+    """A handler that sends the named options that were given as params."""
+    return lambda client, args: client.call(method, given(args, names))
+
+
+def controlling_tty() -> str | None:
+    """'pts/3' for the terminal on stdin; None when stdin is not a terminal."""
+    try:
+        return os.ttyname(0).removeprefix("/dev/")
+    except OSError:
+        return None
+
+
+def with_tty(params: dict[str, Any]) -> dict[str, Any]:
+    tty = controlling_tty()
+    return {**params, "tty": tty} if tty else params
+
+
+def start_timeout(wait: float | bool | None, rpc_timeout: float | None) -> float | None:
+    """A waiting start must not be cut by --rpc-timeout: wait plus that as a margin."""
+    if wait is True or rpc_timeout is None:
+        return None
+    return rpc_timeout + (wait or 0)
+
+
+START_PARAMS = ("name", "template", "from_", "wait", "timeout", "idle_after",
+                "error_threshold", "max_duration", "stop_at")  # fmt: skip
+
+
+def do_start(client: Client, args: argparse.Namespace) -> Any:
+    params = {**dict(args.settings or []), **given(args, START_PARAMS)}
+    timeout = start_timeout(args.wait, client.timeout)
+    return client.call("session.start", with_tty(params), timeout=timeout)
+
+
+def do_join(client: Client, args: argparse.Namespace) -> Any:
+    return client.call("session.join", with_tty(given(args, ["name"])))
+
+
+def do_run(client: Client, args: argparse.Namespace) -> Any:
+    # The caller's environment is not sent: an agent gets the daemon's, plus SESSIOND_*.
+    params = {"command": args.cmdline, "cwd": os.getcwd()}
+    return client.call("agent.run", {**params, **given(args, ["name", "restart", "labels"])})
+
+
+def do_agent(client: Client, args: argparse.Namespace) -> Any:
+    params: dict[str, Any] = {"name": args.name}
+    if args.signal is not None:
+        if args.action != "kill":
+            raise UsageError(
+                "--signal goes with 'agent kill' only", "sessionc agent kill NAME --signal KILL"
+            )
+        params["signal"] = int(args.signal) if args.signal.isdigit() else args.signal
+    return client.call(f"agent.{args.action}", params)
+
+
+def follow(
+    client: Client,
+    args: argparse.Namespace,
+    topics: list[str],
+    fetch_tail: Callable[[], list[Any]],
+    render: Callable[[Any], str],
+) -> object:
+    """Subscribe, print the tail, then each notification until Ctrl-C or the daemon leaves."""
+    emit = json.dumps if args.json else render
+    try:
+        client.call("subscribe", {"topics": topics})
+        tail = fetch_tail()  # after subscribing, so that nothing falls in between
+        seen = max((i["seq"] for i in tail if isinstance(i, dict) and "seq" in i), default=None)
+        for item in tail:
+            print(emit(item), flush=True)
+        for _method, params in client.notifications():
+            seq = params.get("seq") if isinstance(params, dict) else None
+            if seen is None or not isinstance(seq, int) or seq > seen:  # else shown in the tail
+                print(emit(params), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return STREAMED
+
+
+def do_events(client: Client, args: argparse.Namespace) -> Any:
+    params = given(args, ["lines"])
+    if not args.follow:
+        return client.call("events.tail", params)
+    return follow(client, args, ["events"], lambda: client.call("events.tail", params), event_line)
+
+
+def do_logs(client: Client, args: argparse.Namespace) -> Any:
+    agents = [args.agent] if args.agent else [a["name"] for a in client.call("agent.list")]
+    if not agents:
+        raise SessiondError("no agents to show the logs of", "start one: 'sessionc run -- CMD'")
+
+    def tails() -> dict[str, Any]:
+        return {a: client.call("logs.tail", {"agent": a, **given(args, ["lines"])}) for a in agents}
+
+    def entries() -> list[Any]:
+        return [{"agent": a, "line": line} for a, tail in tails().items() for line in tail["lines"]]
+
+    if args.follow:
+        topics = [f"logs:{agent}" for agent in agents]
+        return follow(client, args, topics, entries, lambda e: log_line(e, not args.agent))
+    return tails()[args.agent] if args.agent else tails()
+
+
+def do_export(client: Client, args: argparse.Namespace) -> Any:
+    result = client.call("session.export", {"name": args.name})
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as file:
+                file.write(json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            raise SessiondError(f"unable to write {args.output}: {exc.strerror}") from None
+    return result
+
+
+def read_checkpoint(path: str) -> Any:
+    """The one JSON value in FILE, or on stdin for '-'."""
+    try:
+        if path == "-":
+            return json.loads(sys.stdin.read())
+        with open(path, encoding="utf-8") as file:
+            return json.loads(file.read())
+    except OSError as exc:
+        raise SessiondError(f"unable to read checkpoint {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        hint = 'a checkpoint is one JSON value, e.g. {"offset": 1200}'
+        raise SessiondError(f"unable to read checkpoint {path}: not JSON ({exc})", hint) from None
+
+
+def do_report(client: Client, args: argparse.Namespace) -> Any:
+    token = os.environ.get("SESSIOND_AGENT_TOKEN")
+    if not token:
+        raise SessiondError(
+            "unable to report: SESSIOND_AGENT_TOKEN is not set",
+            "'sessionc report' runs inside an agent started by sessiond, which sets the token",
+        )
+    data = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    result: dict[str, Any] = {}
+    if args.metrics or args.error is not None or not args.checkpoint:
+        params = {"token": token, **given(args, ["error"])}
+        if args.metrics:
+            params["metrics"] = dict(args.metrics)
+        if len(params) == 1:
+            params["activity"] = True  # a bare `sessionc report` is a heartbeat
+        result.update(client.call("agent.report", params) or {})
+    if args.checkpoint:
+        result.update(client.call("agent.checkpoint", {"token": token, "data": data}) or {})
+    return result
+
+
+def health_exit(health: Any) -> int:
+    if health.get("healthy"):
+        return EXIT_OK
+    return EXIT_NOT_FOUND if health.get("status") == "not_found" else EXIT_FAILURE
+
+
+# ---------------------------------------------------------------- the command table
+
+
+def arg(*flags: str, **options: Any) -> ArgSpec:
+    return flags, options
+
+
+def _exit_ok(_result: Any) -> int:
+    return EXIT_OK
+
+
+class Command:
+    """One row of the command table: help, argparse specs, RPC call, output."""
+
+    __slots__ = ("args", "exit_status", "help", "run", "show")
+
+    def __init__(
+        self, help: str, run: Handler, show: Printer, args: tuple[ArgSpec, ...] = (),
+        exit_status: Callable[[Any], int] = _exit_ok,
+    ) -> None:  # fmt: skip
+        self.help, self.run, self.show, self.args = help, run, show, args
+        self.exit_status = exit_status
+
+
+NAME = arg("name", metavar="NAME", nargs="?")
+DURATION = {"metavar": "D", "type": _argtype(parse_duration)}
+COUNT = {"metavar": "N", "type": _argtype(_count)}
+FOLLOW = arg("-f", "--follow", action="store_true", help="then print new ones until Ctrl-C")
+GLOBAL_OPTIONS = (
+    arg("--socket", metavar="PATH", default=None,
+        help="the daemon's socket (default: $SESSIOND_SOCKET, the system one, the user one)"),
+    arg("--json", action="store_true", default=False, help="print the result as JSON"),
+    arg("--rpc-timeout", metavar="SECONDS", type=_argtype(parse_duration), default=30.0,
+        help="give up on a reply after this long; 0 = never (default 30)"),
+)  # fmt: skip
+COMMANDS: dict[str, Command] = {
+    "status": Command("show the live session, its agents and the daemon",
+                      rpc("session.status"), lambda r, a: echo(status_lines(r))),
+    "start": Command("start a session (take the lock)", do_start, show_action("started"), (
+        NAME, arg("--template", metavar="T", help="the agents and settings of template T"),
+        arg("--timeout", help="expire after D without activity", **DURATION),
+        arg("--idle-after", help="turn idle after D without activity", **DURATION),
+        arg("--error-threshold", help="disconnect at N errors", **COUNT),
+        arg("--max-duration", help="close after D in all", **DURATION),
+        arg("--stop-at", metavar="HH:MM", type=_argtype(_hhmm), help="close at HH:MM daily"),
+        arg("--set", metavar="KEY=VALUE", dest="settings", action="append",
+            type=_argtype(_setting), help="any [session] key, for this session"),
+        arg("--wait", metavar="D", nargs="?", const=True, type=_argtype(_wait),
+            help="queue until the lock is free (for at most D)"),
+        arg("--from", metavar="OLD", dest="from_", help="continue session OLD"))),
+    "join": Command("join the live session", do_join, show_action("joined"), (NAME,)),
+    "leave": Command("leave the session", rpc("session.leave"), show_action("left")),
+    "stop": Command("stop the session and its agents", rpc("session.stop", "name"),
+                    show_action("stopped"), (NAME,)),
+    "pause": Command("pause the session (SIGSTOP its agents)", rpc("session.pause", "name",
+                     "reason"), show_action("paused"), (NAME, arg("--reason", metavar="R"))),
+    "resume": Command("resume a paused session", rpc("session.resume", "name"),
+                      show_action("resumed"), (NAME,)),
+    "reconnect": Command("start a disconnected session's agents again",
+                         rpc("session.reconnect"), show_action("reconnected")),
+    "touch": Command("record activity, keeping the session alive", rpc("session.touch"),
+                     show_action("touched")),
+    "health": Command("say whether the session is healthy and how to recover",
+                      rpc("session.health", "name"), lambda r, a: echo(health_lines(r)),
+                      (NAME,), health_exit),
+    "run": Command("run CMD as an agent of the session", do_run, show_agent, (
+        arg("--name", metavar="N"),
+        arg("--restart", metavar="P", choices=["on-failure", "always", "never"]),
+        arg("--label", metavar="L", dest="labels", action="append"),
+        arg("cmdline", metavar="CMD [ARG...]", nargs="+", help="after '--'"))),
+    "agents": Command("list the session's agents", rpc("agent.list"),
+                      lambda r, a: echo(agent_lines(r) if r else ["no agents"])),
+    "agent": Command("start, stop, restart or kill one agent", do_agent, show_agent, (
+        arg("action", choices=["start", "stop", "restart", "kill"]),
+        arg("name", metavar="NAME"),
+        arg("--signal", metavar="S", help="for kill: TERM, SIGKILL, 9… (default TERM)"))),
+    "logs": Command("show an agent's output (every agent's without AGENT)", do_logs,
+                    show_logs, (arg("agent", metavar="AGENT", nargs="?"),
+                                arg("-n", dest="lines", help="the last N lines", **COUNT),
+                                FOLLOW)),
+    "events": Command("show the event log", do_events,
+                      lambda r, a: echo(map(event_line, r)),
+                      (arg("-n", dest="lines", help="the last N events", **COUNT), FOLLOW)),
+    "history": Command("list past sessions, newest first", rpc("session.history", "limit"),
+                       lambda r, a: echo(history_lines(r)),
+                       (arg("-n", dest="limit", help="at most N sessions", **COUNT),)),
+    "show": Command("show one session, live or closed", rpc("session.get", "name"),
+                    lambda r, a: echo(session_lines(r)), (arg("name", metavar="NAME"),)),
+    "export": Command("export a session with its events, metrics and checkpoints",
+                      do_export, show_export, (arg("name", metavar="NAME"), arg(
+                          "-o", metavar="FILE", dest="output", help="write it to FILE"))),
+    "metrics": Command("show the daemon's metrics", rpc("metrics.get"), show_metrics,
+                       (arg("--prometheus", action="store_true", help="as Prometheus text"),)),
+    "cleanup": Command("stop the session and end orphaned agents",
+                       rpc("session.cleanup", "orphans_only"), show_cleanup,
+                       (arg("--orphans-only", action="store_true",
+                            help="only end orphaned agent processes"),)),
+    "report": Command("report metrics, an error or a checkpoint, from inside an agent",
+                      do_report, lambda r, a: None, (
+        arg("--metric", metavar="K=V", dest="metrics", action="append", type=_argtype(_metric)),
+        arg("--error", metavar="TEXT", help="counts as an error of the session"),
+        arg("--checkpoint", metavar="FILE", help="store the JSON in FILE ('-': stdin)"))),
+}  # fmt: skip
+
+EPILOG = """\
+exit status: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable,
+  4 session active or mismatch, 5 no session or agent not found,
+  6 permission denied or bad token, 7 wait timed out, 130 interrupted;
+  health: 0 healthy, 5 not found, 1 otherwise.
+--json prints one JSON document on stdout, {"error": {...}} on failure;
+  'events -f' and 'logs -f' print one JSON value per line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Global options work before and after the command: `sessionc status --json`."""
+    parser = argparse.ArgumentParser(
+        prog="sessionc",
+        description="Talk to sessiond, the daemon that owns this machine's session lock.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # `--wai` must not turn into `--wait`
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    for flags, options in GLOBAL_OPTIONS:
+        parser.add_argument(*flags, **options)
+        common.add_argument(*flags, **{**options, "default": argparse.SUPPRESS})
+    parser.add_argument("--version", action="version", version=f"sessionc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help,
+                           parents=[common], allow_abbrev=False)  # fmt: skip
+        for flags, options in command.args:
+            p.add_argument(*flags, **options)
+    return parser
+
+
+# ---------------------------------------------------------------- main
+
+
+def report_error(exc: SessiondError, as_json: bool) -> int:
+    """`sessionc: MESSAGE` and `hint: HINT` on stderr; with --json, also {"error"} on stdout."""
+    status = getattr(exc, "exit_code", EXIT_FAILURE)
+    if as_json:
+        error = {
+            "name": getattr(exc, "name", type(exc).__name__),
+            "message": exc.message,
+            "hint": exc.hint,
+            "code": getattr(exc, "code", None),
+            "exit_status": status,
+        }
+        print(json.dumps({"error": error}))  # one line: it may end a stream of lines
+    print(f"sessionc: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+    return status
+
+
+def run(args: argparse.Namespace) -> int:
+    command = COMMANDS[args.command]
+    with Client(client_socket(args.socket), args.rpc_timeout or None) as client:
+        result = command.run(client, args)
+    if result is STREAMED:
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        command.show(result, args)
+    return command.exit_status(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """sessionc's entry point: the exit status of SPEC §7."""
+    try:
+        args = build_parser().parse_args(rewrite_bare_wait(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse: usage errors (2), --help and --version (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return run(args)
+    except SessiondError as exc:
+        return report_error(exc, args.json)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `sessionc events | head` left early: nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

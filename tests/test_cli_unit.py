@@ -1,0 +1,772 @@
+"""sessionc and its client without a daemon: argparse, parsing, formatting, exit codes.
+
+The wire is exercised against `FakeDaemon`, a thread that answers scripted
+lines on a real Unix socket (partial lines, notifications, EOF). End-to-end
+tests against the real daemon live elsewhere.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessiond import cli
+from sessiond.cli import (
+    fmt_bytes,
+    fmt_duration,
+    fmt_exit,
+    fmt_relative,
+    main,
+    parse_duration,
+    start_timeout,
+    status_lines,
+)
+from sessiond.client import Client, Disconnected, NoReply, RemoteError, Unreachable
+from sessiond.errors import EXIT_CODES, exit_code_for
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = 1_795_000_000.0  # a fixed "now" for relative times
+
+
+def stamp(offset: float) -> str:
+    """An RFC 3339 UTC time `offset` seconds from NOW, as the daemon writes them."""
+    when = datetime.datetime.fromtimestamp(NOW + offset, datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# ---------------------------------------------------------------- argparse
+
+
+def parse(*argv: str) -> Any:
+    return cli.build_parser().parse_args(cli.rewrite_bare_wait(list(argv)))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["--json", "status"],
+        ["status", "--json", "--socket", "/tmp/x.sock"],
+        ["start"],
+        ["start", "nightly", "--template", "backtest", "--timeout", "45m", "--idle-after", "2m"],
+        ["start", "--error-threshold", "3", "--max-duration", "1h30m", "--stop-at", "16:00"],
+        ["start", "--set", "error_window=10m", "--set", "max-agents=4", "--from", "old"],
+        ["start", "--wait"],
+        ["start", "--wait=90s", "nightly"],
+        ["join"],
+        ["join", "nightly"],
+        ["leave"],
+        ["stop", "nightly"],
+        ["pause", "--reason", "lunch"],
+        ["resume"],
+        ["reconnect"],
+        ["touch"],
+        ["health", "nightly"],
+        ["run", "--name", "w", "--restart", "never", "--label", "a", "--label", "b", "--", "ls"],
+        ["agents"],
+        ["agent", "restart", "scanner"],
+        ["agent", "kill", "scanner", "--signal", "KILL"],
+        ["logs", "scanner", "-n", "50", "-f"],
+        ["logs"],
+        ["events", "-n", "5", "-f"],
+        ["history", "-n", "3"],
+        ["show", "nightly"],
+        ["export", "nightly", "-o", "out.json"],
+        ["metrics", "--prometheus"],
+        ["cleanup", "--orphans-only"],
+        ["report", "--metric", "tokens=1500", "--metric", "cost=0.5", "--error", "boom"],
+        ["report", "--checkpoint", "-"],
+        ["--rpc-timeout", "0", "status"],
+    ],
+)
+def test_every_command_parses(argv: list[str]) -> None:
+    assert parse(*argv).command == next(word for word in argv if word in cli.COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["start", "--timeout", "soon"],
+        ["start", "--timeout", "-5"],
+        ["start", "--error-threshold", "0"],
+        ["start", "--stop-at", "25:00"],
+        ["start", "--set", "novalue"],
+        ["start", "--set", "name=x"],
+        ["start", "--wait=later"],
+        ["start", "--wai"],  # no abbreviations: scripts must not break when options are added
+        ["agent", "pause", "x"],
+        ["agent", "kill"],
+        ["run"],
+        ["run", "--restart", "sometimes", "--", "ls"],
+        ["logs", "-n", "0"],
+        ["history", "-n", "many"],
+        ["show"],
+        ["report", "--metric", "tokens=lots"],
+        ["status", "--rpc-timeout", "soon"],
+        ["leave", "nightly"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"sessionc {cli.__version__}"
+
+
+def test_bare_wait_means_no_limit_and_keeps_the_name() -> None:
+    assert parse("start", "--wait", "nightly").wait is True
+    assert parse("start", "--wait", "nightly").name == "nightly"
+    assert parse("start", "nightly", "--wait=90s").wait == 90
+    assert (parse("start", "--wait", "5m").wait, parse("start", "--wait", "5m").name) == (300, None)
+    assert parse("start", "nightly", "--wait").wait is True
+    assert parse("start", "--wait=0").wait == 0
+    assert parse("start").wait is None
+
+
+def test_run_keeps_the_command_line_after_dashes() -> None:
+    args = parse("run", "--name", "w", "--", "python3", "-c", "print(1)", "--wait", "--", "x")
+    assert args.cmdline == ["python3", "-c", "print(1)", "--wait", "--", "x"]
+    assert args.name == "w"
+
+
+def test_global_options_after_the_command_override_defaults() -> None:
+    args = parse("--socket", "/a", "status", "--json")
+    assert (args.socket, args.json, args.rpc_timeout) == ("/a", True, 30.0)
+    assert parse("status", "--socket", "/b").socket == "/b"
+    assert parse("status").json is False
+
+
+def test_set_and_metric_values() -> None:
+    args = parse("start", "--set", "idle-after=2m", "--set", "error_threshold=3")
+    assert args.settings == [("idle_after", "2m"), ("error_threshold", "3")]
+    args = parse("report", "--metric", "tokens=1500", "--metric", "cost=0.025")
+    assert args.metrics == [("tokens", 1500), ("cost", 0.025)]
+
+
+# ---------------------------------------------------------------- durations
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90),
+        ("1.5", 1.5),
+        ("90s", 90),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1h0m5s", 3605),
+        (" 45s ", 45),
+        ("0", 0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "s", "5x", "1m1h", "-5", "nan", "inf", "5 m", "1e400"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0s"),
+        (45, "45s"),
+        (45.9, "45s"),
+        (60, "1m"),
+        (90, "1m30s"),
+        (3600, "1h"),
+        (3605, "1h"),
+        (5400, "1h30m"),
+        (93600, "1d2h"),
+        (-3, "0s"),
+        (None, "-"),
+    ],
+)
+def test_fmt_duration(seconds: float | None, shown: str) -> None:
+    assert fmt_duration(seconds) == shown
+
+
+def test_start_timeout_never_cuts_a_wait() -> None:
+    assert start_timeout(True, 30.0) is None
+    assert start_timeout(90.0, 30.0) == 120.0
+    assert start_timeout(None, 30.0) == 30.0
+    assert start_timeout(90.0, None) is None
+
+
+# ---------------------------------------------------------------- exit codes
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (-32001, 4),
+        (-32003, 4),
+        (-32002, 5),
+        (-32006, 5),
+        (-32004, 6),
+        (-32009, 6),
+        (-32008, 7),
+        (-32005, 1),
+        (-32007, 1),
+        (-32010, 1),
+        (-32602, 1),
+        (-32601, 1),
+    ],
+)
+def test_exit_code_mapping(code: int, status: int) -> None:
+    assert exit_code_for(code) == status
+    assert RemoteError(code, "x").exit_code == status
+
+
+def test_exit_code_table_is_the_spec() -> None:
+    assert sorted(set(EXIT_CODES.values())) == [4, 5, 6, 7]
+    assert Unreachable("/x", "gone").exit_code == 3
+    assert Disconnected("/x").exit_code == 3
+
+
+@pytest.mark.parametrize(
+    ("health", "status"),
+    [
+        ({"status": "healthy", "healthy": True}, 0),
+        ({"status": "idle", "healthy": True}, 0),
+        ({"status": "not_found", "healthy": False}, 5),
+        ({"status": "error", "healthy": False}, 1),
+        ({"status": "expired", "healthy": False}, 1),
+    ],
+)
+def test_health_exit(health: dict[str, Any], status: int) -> None:
+    assert cli.health_exit(health) == status
+
+
+# ---------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (0, "exited with 0"),
+        (3, "exited with 3"),
+        (-9, "killed by SIGKILL"),
+        (-15, "killed by SIGTERM"),
+        (-200, "killed by signal 200"),
+        (None, "-"),
+    ],
+)
+def test_fmt_exit(code: int | None, words: str) -> None:
+    assert fmt_exit(code) == words
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (None, "-"),
+        (0, "0B"),
+        (512, "512B"),
+        (2048, "2.0K"),
+        (12_900_000, "12.3M"),
+        (300 * 1024**2, "300M"),
+        (3 * 1024**3, "3.0G"),
+        (5 * 1024**5, "5120T"),
+    ],
+)
+def test_fmt_bytes(size: int | None, shown: str) -> None:
+    assert fmt_bytes(size) == shown
+
+
+def test_fmt_relative() -> None:
+    assert fmt_relative(stamp(24 * 60), NOW) == "in 24m"
+    assert fmt_relative(stamp(-190), NOW) == "3m10s ago"
+    assert fmt_relative(stamp(0), NOW) == "now"
+    assert fmt_relative(stamp(45 * 60 - 0.2), NOW) == "in 45m"
+    assert fmt_relative(None, NOW) == "-"
+    assert fmt_relative("garbage", NOW) == "-"
+
+
+def agent(name: str, **fields: Any) -> dict[str, Any]:
+    base = {
+        "name": name,
+        "session": "nightly",
+        "state": "running",
+        "pid": 4301,
+        "started_at": stamp(-3720),
+        "uptime": 3720.0,
+        "restarts": 0,
+        "exit_code": None,
+        "cpu_percent": 3.25,
+        "rss": 12_900_000,
+        "labels": ["scan"],
+        "command": ["scan"],
+    }
+    return {**base, **fields}
+
+
+SESSION = {
+    "name": "nightly",
+    "id": "1f0c2a1b-5b7e-4a5e-9f00-3b1c7b0a2d11",
+    "state": "active",
+    "owner": {"uid": 1000, "user": "alice", "pid": 4242, "tty": "pts/3"},
+    "template": "backtest",
+    "parent": None,
+    "created_at": stamp(-3725),
+    "started_at": stamp(-3724),
+    "last_activity": stamp(-60),
+    "expires_at": stamp(24 * 60),
+    "idle_at": stamp(4 * 60),
+    "closed_at": None,
+    "close_reason": None,
+    "participants": [
+        {"uid": 1001, "user": "bob", "pid": 77, "tty": "pts/4", "joined_at": stamp(-600)}
+    ],
+    "agents": [
+        agent("scanner"),
+        agent(
+            "backtester-long-name",
+            state="backoff",
+            pid=None,
+            uptime=None,
+            rss=None,
+            cpu_percent=None,
+            restarts=2,
+            exit_code=-9,
+            labels=["backtest", "scan"],
+        ),
+    ],
+    "errors": {"count": 1, "threshold": 5, "window": 900.0},
+    "metrics": {"tokens": 1500, "cost": 0.025},
+    "settings": {},
+    "pause_reason": None,
+}
+
+
+def test_status_with_a_session_and_two_agents() -> None:
+    lines = status_lines({"daemon": {}, "session": SESSION, "orphans": [{"pid": 1}] * 2}, NOW)
+    text = "\n".join(lines)
+    assert "session:      nightly" in text
+    assert "state:        active" in text
+    assert "alice on pts/3, since" in text and "(1h2m ago)" in text
+    assert "participants: bob on pts/4" in text
+    assert "expires:      in 24m (idle in 4m)" in text
+    assert "errors:       1 of 5 in 15m" in text
+    assert "metrics:      tokens=1500 cost=0.025" in text
+    assert "labels: scan=2 backtest=1" in text
+    assert "2 orphaned agent processes — run 'sessionc cleanup'" in text
+    header = next(line for line in lines if line.startswith("AGENT"))
+    rows = [line for line in lines if line.startswith(("scanner", "backtester"))]
+    assert header.split() == [
+        "AGENT",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "MEM",
+        "CPU%",
+        "RESTARTS",
+        "LAST-EXIT",
+    ]
+    assert rows[0].split() == ["scanner", "4301", "running", "1h2m", "12.3M", "3.2", "0", "-"]
+    assert rows[1].split()[1:] == ["-", "backoff", "-", "-", "-", "2", "killed", "by", "SIGKILL"]
+    for column in ("PID", "STATE", "MEM", "LAST-EXIT"):  # aligned like ps
+        start = header.index(column)
+        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows[:1])
+    assert rows[1].index("killed") == header.index("LAST-EXIT")
+
+
+def test_status_without_a_session() -> None:
+    result = {
+        "daemon": {"version": "0.1.0", "pid": 123, "uptime": 75.0, "mode": "user"},
+        "session": None,
+        "orphans": [{"pid": 9}],
+    }
+    assert status_lines(result, NOW) == [
+        "no active session",
+        "daemon: sessiond pid 123, up 1m15s, user mode",
+        "",
+        "1 orphaned agent process — run 'sessionc cleanup'",
+    ]
+
+
+def test_closed_session_shows_when_and_why() -> None:
+    closed = {
+        **SESSION,
+        "state": "expired",
+        "expires_at": None,
+        "idle_at": None,
+        "agents": [],
+        "closed_at": stamp(-120),
+        "close_reason": "inactivity timeout",
+    }
+    text = "\n".join(cli.session_lines(closed, NOW))
+    assert "(2m ago): inactivity timeout" in text
+    assert "AGENT" not in text
+
+
+def test_history_health_events_and_tree() -> None:
+    history = cli.history_lines(
+        [
+            SESSION,
+            {
+                **SESSION,
+                "name": "n2",
+                "closed_at": stamp(-5),
+                "state": "closed",
+                "close_reason": "stopped",
+            },
+        ],
+        NOW,
+    )
+    assert history[0].split() == ["NAME", "ID", "STATE", "OWNER", "STARTED", "CLOSED", "REASON"]
+    assert history[1].split()[:4] == ["nightly", "1f0c2a1b", "active", "alice"]
+    assert history[2].split()[-1] == "stopped"
+    assert cli.history_lines([]) == ["no sessions yet"]
+    health = {
+        "status": "error",
+        "healthy": False,
+        "message": "One error.",
+        "recovery": ["sessionc logs scanner", "sessionc reconnect"],
+    }
+    assert cli.health_lines(health) == [
+        "error: One error.",
+        "to recover:",
+        "  - sessionc logs scanner",
+        "  - sessionc reconnect",
+    ]
+    line = cli.event_line({"time": stamp(0), "kind": "session.started", "message": "hi"})
+    assert line.endswith("  session.started   hi") and line[2] == ":" and line[5] == ":"
+    assert cli.tree_lines({"sessions": {"active": 1}, "agents": [], "up": 2.5}) == [
+        "sessions:",
+        "  active: 1",
+        "agents: none",
+        "up: 2.5",
+    ]
+
+
+# ---------------------------------------------------------------- the wire
+
+
+Script = Callable[[dict[str, Any]], list[bytes] | None]
+
+
+class FakeDaemon:
+    """Answers each request with the chunks `script` returns.
+
+    A chunk b"" shuts the sending side (the client sees EOF); None closes the connection.
+    """
+
+    def __init__(self, path: Path, script: Script) -> None:
+        self.path, self.script = path, script
+        self.requests: list[dict[str, Any]] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                self.answer(conn)
+
+    def answer(self, conn: socket.socket) -> None:
+        for line in conn.makefile("rb"):
+            request = json.loads(line)
+            self.requests.append(request)
+            chunks = self.script(request)
+            if chunks is None:
+                return
+            for chunk in chunks:
+                if chunk:
+                    conn.sendall(chunk)
+                else:
+                    conn.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+
+
+def reply(request: dict[str, Any], result: Any) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}).encode() + b"\n"
+
+
+def note(method: str, params: Any) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "method": method, "params": params}).encode() + b"\n"
+
+
+@pytest.fixture
+def fake(short_tmp: Path) -> Iterator[Callable[[Script], FakeDaemon]]:
+    made: list[FakeDaemon] = []
+
+    def make(script: Script) -> FakeDaemon:
+        made.append(FakeDaemon(short_tmp / f"f{len(made)}.sock", script))
+        return made[-1]
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+def test_call_skips_notifications_and_other_ids_and_joins_partial_lines(fake: Any) -> None:
+    def script(req: dict[str, Any]) -> list[bytes]:
+        whole = note("event", {"seq": 1}) + b'{"jsonrpc":"2.0","id":999,"result":0}\n\n'
+        return [whole, *(bytes([b]) for b in reply(req, {"ok": True, "text": "é"}))]
+
+    daemon = fake(script)
+    with Client(daemon.path, timeout=5) as client:
+        assert client.call("daemon.ping") == {"ok": True, "text": "é"}
+        assert client.call("daemon.ping", {"a": 1}) == {"ok": True, "text": "é"}
+        pending = client.notifications()
+        assert next(pending) == ("event", {"seq": 1})  # kept for a follower
+    first, second = daemon.requests
+    assert first == {"jsonrpc": "2.0", "id": 1, "method": "daemon.ping", "params": {}}
+    assert (second["id"], second["params"]) == (2, {"a": 1})
+
+
+def test_remote_error_carries_code_name_hint(fake: Any) -> None:
+    data = {"name": "SESSION_ACTIVE", "message": "session 'n' is already active", "hint": "join"}
+    error = {"code": -32001, "message": "m", "data": data}
+    daemon = fake(
+        lambda req: [
+            json.dumps({"jsonrpc": "2.0", "id": req["id"], "error": error}).encode() + b"\n"
+        ]
+    )
+    with Client(daemon.path) as client, pytest.raises(RemoteError) as caught:
+        client.call("session.start")
+    assert (caught.value.code, caught.value.name, caught.value.hint) == (
+        -32001,
+        "SESSION_ACTIVE",
+        "join",
+    )
+    assert caught.value.message == "session 'n' is already active"
+    assert caught.value.exit_code == 4 and caught.value.data == data
+
+
+def test_eof_is_a_clear_error(fake: Any) -> None:
+    daemon = fake(lambda req: None)
+    with Client(daemon.path) as client, pytest.raises(Disconnected, match="the daemon closed it"):
+        client.call("session.status")
+    half = fake(lambda req: [b'{"jsonrpc": "2.0", "id": 1, "res', b""])
+    with Client(half.path) as client, pytest.raises(Disconnected, match="middle of a reply"):
+        client.call("session.status")
+
+
+def test_a_last_line_without_newline_is_taken(fake: Any) -> None:
+    daemon = fake(lambda req: [reply(req, 7).rstrip(b"\n"), b""])
+    with Client(daemon.path) as client:
+        assert client.call("x") == 7
+
+
+def test_no_reply_times_out(fake: Any) -> None:
+    daemon = fake(lambda req: [])
+    with Client(daemon.path, timeout=0.2) as client, pytest.raises(NoReply, match=r"0\.2s"):
+        client.call("session.status")
+
+
+def test_unreachable_exit_3_names_path_and_how_to_start(
+    short_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = short_tmp / "nothing.sock"
+    assert main(["--socket", str(missing), "status"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"sessionc: unable to reach sessiond at {missing}: ")
+    assert "\nhint: " in err and "systemctl start sessiond" in err
+    stale = short_tmp / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(stale))  # bound, never listening: ECONNREFUSED
+        assert main(["--socket", str(stale), "--json", "health"]) == 3
+    out, err = capsys.readouterr()
+    assert "connection refused" in err and json.loads(out)["error"]["exit_status"] == 3
+
+
+# ---------------------------------------------------------------- commands on the fake
+
+
+def run_cli(daemon: FakeDaemon, *argv: str) -> int:
+    return main(["--socket", str(daemon.path), *argv])
+
+
+def test_status_json_is_one_document(fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"daemon": {"pid": 1}, "session": SESSION, "orphans": []}
+    daemon = fake(lambda req: [reply(req, result)])
+    assert run_cli(daemon, "status", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == result
+
+
+def test_health_exit_status_and_output(fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    health = {
+        "status": "not_found",
+        "healthy": False,
+        "message": "No session x.",
+        "recovery": ["sessionc start x"],
+    }
+    daemon = fake(lambda req: [reply(req, health)])
+    assert run_cli(daemon, "health", "x") == 5
+    assert capsys.readouterr().out.splitlines()[0] == "not_found: No session x."
+    assert daemon.requests[0]["params"] == {"name": "x"}
+
+
+def test_start_params(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "controlling_tty", lambda: "pts/9")
+    daemon = fake(lambda req: [reply(req, SESSION)])
+    argv = [
+        "start",
+        "--wait",
+        "n",
+        "--timeout",
+        "45m",
+        "--set",
+        "error-window=10m",
+        "--from",
+        "old",
+        "--error-threshold",
+        "3",
+        "--stop-at",
+        "16:00",
+    ]
+    assert run_cli(daemon, *argv) == 0
+    assert daemon.requests[0]["params"] == {
+        "name": "n",
+        "wait": True,
+        "timeout": 2700.0,
+        "error_window": "10m",
+        "from": "old",
+        "error_threshold": 3,
+        "stop_at": "16:00",
+        "tty": "pts/9",
+    }
+    monkeypatch.setattr(cli, "controlling_tty", lambda: None)
+    assert run_cli(daemon, "join") == 0
+    assert daemon.requests[1]["params"] == {}
+
+
+def test_run_sends_command_and_cwd_not_env(fake: Any) -> None:
+    daemon = fake(lambda req: [reply(req, {"name": "w", "state": "running", "pid": 5})])
+    assert run_cli(daemon, "run", "--label", "x", "--", "sleep", "9") == 0
+    params = daemon.requests[0]["params"]
+    assert params == {"command": ["sleep", "9"], "cwd": os.getcwd(), "labels": ["x"]}
+
+
+def test_remote_error_printed_with_hint(fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    error = {
+        "code": -32008,
+        "message": "waited 5s",
+        "data": {"name": "WAIT_TIMEOUT", "message": "waited 5s for the lock", "hint": "try later"},
+    }
+    daemon = fake(
+        lambda req: [
+            json.dumps({"jsonrpc": "2.0", "id": req["id"], "error": error}).encode() + b"\n"
+        ]
+    )
+    assert run_cli(daemon, "start", "--wait=5") == 7
+    assert capsys.readouterr().err == "sessionc: waited 5s for the lock\nhint: try later\n"
+
+
+def test_events_follow_prints_tail_then_news_and_exits_3_when_closed(
+    fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = [
+        {"seq": n, "time": stamp(n), "kind": "session.idle", "message": f"m{n}"} for n in (1, 2, 3)
+    ]
+
+    def script(req: dict[str, Any]) -> list[bytes] | None:
+        if req["method"] == "subscribe":
+            return [note("event", events[1]), reply(req, {"topics": ["events"]})]
+        if req["method"] == "events.tail":
+            return [reply(req, events[:2]), note("event", events[2]), b""]
+        return None
+
+    daemon = fake(script)
+    assert run_cli(daemon, "events", "-f", "--json") == 3
+    out, err = capsys.readouterr()
+    *shown, last = (json.loads(line) for line in out.splitlines())
+    assert [event["seq"] for event in shown] == [1, 2, 3]  # 2 not twice
+    assert last["error"]["exit_status"] == 3
+    assert "lost the connection to sessiond" in err
+    assert daemon.requests[1]["params"] == {}
+
+
+def test_follow_ends_quietly_on_ctrl_c(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self: Client) -> Iterator[tuple[str, Any]]:
+        raise KeyboardInterrupt
+        yield  # a generator
+
+    monkeypatch.setattr(Client, "notifications", interrupted)
+    daemon = fake(
+        lambda req: [reply(req, {"lines": ["a"]} if req["method"] == "logs.tail" else {})]
+    )
+    assert run_cli(daemon, "logs", "scanner", "-f") == 0
+    assert [r["method"] for r in daemon.requests] == ["subscribe", "logs.tail"]
+    assert daemon.requests[0]["params"] == {"topics": ["logs:scanner"]}
+
+
+def test_report_needs_the_agent_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SESSIOND_AGENT_TOKEN", raising=False)
+    assert main(["--socket", "/nonexistent.sock", "report", "--metric", "n=1"]) == 1
+    err = capsys.readouterr().err
+    assert "SESSIOND_AGENT_TOKEN is not set" in err and "inside an agent" in err
+
+
+def test_report_and_checkpoint(fake: Any, monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> None:
+    monkeypatch.setenv("SESSIOND_AGENT_TOKEN", "secret")
+    (short_tmp / "cp.json").write_text('{"offset": 12}')
+    daemon = fake(lambda req: [reply(req, {"seq": 4} if "data" in req["params"] else {})])
+    assert run_cli(daemon, "report") == 0
+    assert run_cli(daemon, "report", "--checkpoint", str(short_tmp / "cp.json")) == 0
+    assert run_cli(daemon, "report", "--metric", "tokens=5", "--error", "bad") == 0
+    assert [(r["method"], r["params"]) for r in daemon.requests] == [
+        ("agent.report", {"token": "secret", "activity": True}),
+        ("agent.checkpoint", {"token": "secret", "data": {"offset": 12}}),
+        ("agent.report", {"token": "secret", "error": "bad", "metrics": {"tokens": 5}}),
+    ]
+    (short_tmp / "bad.json").write_text("{nope")
+    assert run_cli(daemon, "report", "--checkpoint", str(short_tmp / "bad.json")) == 1
+
+
+# ---------------------------------------------------------------- start-up cost
+
+HEAVY = {"psutil", "pyroute2", "jsonrpcserver", "sqlite3", "_sqlite3", "asyncio", "platformdirs"}
+
+
+def test_sessionc_imports_nothing_heavy(short_tmp: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIOND_")}
+    argv = [sys.executable, "-X", "importtime", "-m", "sessiond.cli"]
+    proc = subprocess.run(
+        [*argv, "--socket", str(short_tmp / "none.sock"), "status"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "sessiond" in imported  # the output was parsed
+    assert not imported & HEAVY, sorted(imported & HEAVY)

@@ -1,0 +1,90 @@
+"""The SQLite store, real files in a temp dir."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from sessiond.errors import StorageError
+from sessiond.store import DB_NAME, SCHEMA_VERSION, Store
+
+
+def row(id_: str, state: str = "active", name: str = "n", created: float = 1.0) -> dict:
+    return {
+        "id": id_, "name": name, "state": state, "owner_uid": 1000, "owner_user": "alice",
+        "owner_pid": 42, "owner_tty": None, "template": None, "parent": None,
+        "settings": {"timeout": 60.0}, "metrics": {}, "created_at": created,
+        "started_at": created, "last_activity": created, "closed_at": None,
+        "close_reason": None, "pause_reason": None,
+    }  # fmt: skip
+
+
+def test_new_store_is_migrated_wal_and_private(tmp_path):
+    store = Store.open(tmp_path / "state")
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert (tmp_path / "state" / DB_NAME).stat().st_mode & 0o077 == 0
+
+
+def test_committed_rows_survive_reopening(tmp_path):
+    store = Store.open(tmp_path)
+    with store.transaction():
+        store.save_session(row("a"))
+        store.add_event(1.0, "a", "n", kind="session.started", message="started", data={"k": 1})
+    store.close()
+    again = Store.open(tmp_path)
+    assert again.live_session()["id"] == "a"
+    assert again.events(10)[0]["data"] == {"k": 1}
+
+
+def test_at_most_one_live_session_in_the_table(tmp_path):
+    store = Store.open(tmp_path)
+    with store.transaction():
+        store.save_session(row("a"))
+        store.save_session(row("old", state="closed"))
+    with pytest.raises(StorageError), store.transaction():
+        store.save_session(row("b", state="idle"))
+    assert store.live_session()["id"] == "a"
+
+
+def test_failed_transaction_changes_nothing(tmp_path):
+    store = Store.open(tmp_path)
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save_session(row("a"))
+        raise RuntimeError("boom")
+    assert store.live_session() is None
+    assert not store.db.in_transaction
+
+
+def test_find_prefers_id_then_newest_name(tmp_path):
+    store = Store.open(tmp_path)
+    with store.transaction():
+        store.save_session(row("x1", state="closed", name="same", created=1))
+        store.save_session(row("x2", state="expired", name="same", created=2))
+    assert store.find_session("same")["id"] == "x2"
+    assert store.find_session("x1")["id"] == "x1"
+    assert [s["id"] for s in store.history(10, None)] == ["x2", "x1"]
+    assert [s["id"] for s in store.history(10, before=2)] == ["x1"]
+
+
+def test_a_store_from_the_future_is_refused(tmp_path):
+    store = Store.open(tmp_path)
+    store.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store.close()
+    with pytest.raises(StorageError) as newer:
+        Store.open(tmp_path)
+    assert "newer" in newer.value.message
+
+
+def test_read_only_database_is_a_storage_error(tmp_path):
+    store = Store.open(tmp_path)
+    store.close()
+    ro = Store.__new__(Store)
+    ro.path = tmp_path / DB_NAME
+    ro.db = sqlite3.connect(f"file:{ro.path}?mode=ro", uri=True, isolation_level=None)
+    with pytest.raises(StorageError) as failed, ro.transaction():
+        ro.save_session(row("a"))
+    assert "unable to write the store" in failed.value.message
+    assert failed.value.hint
