@@ -173,3 +173,18 @@ def step(state: State, event: Event) -> tuple[State, tuple[Effect, ...]]:
         return state, ()
     assert isinstance(outcome, State)
     return outcome, effects(state, outcome)
+
+
+def diagram() -> str:
+    """The table as a Mermaid state diagram (docs/states.md is this output)."""
+    lines = ["```mermaid", "stateDiagram-v2", "    [*] --> starting"]
+    for state, row in TRANSITIONS.items():
+        for event, outcome in row.items():
+            if isinstance(outcome, State):
+                lines.append(f"    {state.value} --> {outcome.value}: {event.value}")
+    lines += [f"    {s.value} --> [*]" for s in State if s in TERMINAL]
+    return "\n".join([*lines, "```", ""])
+
+
+if __name__ == "__main__":
+    print(diagram(), end="")

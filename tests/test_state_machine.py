@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from sessiond.session import (
     Event,
     Refused,
     State,
+    diagram,
     step,
 )
 
@@ -147,3 +149,8 @@ def test_error_window_forgets_old_errors():
 )
 def test_backoff_doubles_and_caps(k, delay):
     assert policy.backoff_delay(k, initial=1, maximum=30) == delay
+
+
+def test_the_docs_diagram_is_generated_from_the_table():
+    doc = (Path(__file__).parent.parent / "docs" / "states.md").read_text()
+    assert doc.endswith(diagram())
