@@ -86,6 +86,7 @@ class Connection(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self.topics: frozenset[str] = frozenset()
         self.peer: Peer | None = None
+        self.busy = False  # the worker has a request that must wait
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -115,10 +116,22 @@ class Connection(asyncio.Protocol):
         if len(self.buffer) > limit:
             return self._refuse_oversized()
         self._watch_partial_line()
-        if self.lines:
-            self.ready.set()
+        self.answer_ready_lines()
         if len(self.lines) >= QUEUE_MAX and self.transport is not None:
             self.transport.pause_reading()
+
+    def answer_ready_lines(self) -> None:
+        """Answer queued lines at once while they need no waiting; hand the rest to the worker."""
+        while self.lines and not self.busy:
+            reply = self.server.answer_now(self.lines[0], self)
+            if reply is None:
+                self.busy = True
+                self.ready.set()
+                return
+            self.lines.popleft()
+            self.send(reply)
+        if self.transport is not None and len(self.lines) < QUEUE_MAX:
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -128,10 +141,15 @@ class Connection(asyncio.Protocol):
             self.worker.cancel()
 
     def pause_writing(self) -> None:
+        # The client is not reading its replies: stop reading its requests.
         self.writable.clear()
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.writable.set()
+        if self.transport is not None and len(self.lines) < QUEUE_MAX:
+            self.transport.resume_reading()
 
     # -- framing and limits --------------------------------------------------
 
@@ -171,19 +189,21 @@ class Connection(asyncio.Protocol):
 
     # -- requests ------------------------------------------------------------
 
+    def send(self, reply: str) -> None:
+        if reply and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply.encode() + b"\n")
+
     async def _work(self) -> None:
+        """Answer, in order, the requests that must wait (the lock, agents stopping)."""
         try:
             while True:
                 await self.ready.wait()
-                line = self.lines.popleft()
-                if not self.lines:
-                    self.ready.clear()
-                    if self.transport is not None:
-                        self.transport.resume_reading()
-                reply = await self.server.answer(line, self)
-                if reply and self.transport is not None and not self.transport.is_closing():
-                    await self.writable.wait()
-                    self.transport.write(reply.encode() + b"\n")
+                self.ready.clear()
+                reply = await self.server.answer(self.lines.popleft(), self)
+                await self.writable.wait()
+                self.send(reply)
+                self.busy = False
+                self.answer_ready_lines()
         except asyncio.CancelledError:
             pass  # the client went away; whatever it was waiting for is abandoned
         except Exception:  # one broken connection must not end the daemon
@@ -233,11 +253,18 @@ class Server:
             self._rpc = rpc
         return self._rpc
 
+    def _context(self, conn: Connection) -> Any:
+        assert conn.peer is not None
+        admin = is_admin(conn.peer, self.daemon.admin_gid)
+        return self.load_rpc().Ctx(conn.peer, admin, self.daemon, conn)
+
+    def answer_now(self, line: bytes, conn: Connection) -> str | None:
+        rpc = self.load_rpc()
+        return rpc.answer_now(line.decode("utf-8", "replace"), self._context(conn))
+
     async def answer(self, line: bytes, conn: Connection) -> str:
         rpc = self.load_rpc()
-        assert conn.peer is not None
-        ctx = rpc.Ctx(conn.peer, is_admin(conn.peer, self.daemon.admin_gid), self.daemon, conn)
-        return await rpc.dispatch(line.decode("utf-8", "replace"), ctx)
+        return await rpc.answer(line.decode("utf-8", "replace"), self._context(conn))
 
     def close_all(self) -> None:
         for conn in list(self.connections):

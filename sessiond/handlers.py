@@ -1,0 +1,201 @@
+"""Session handlers of the method table (rpc.py).
+
+Each handler takes the call's `Ctx` and its params by name, returns the
+result's wire form, and raises only DomainErrors. Its docstring's first line is
+the OpenRPC summary; the second shows the wire request and the sessionc form.
+Handlers are plain functions unless they must wait (for the lock, for agents
+to stop): those are `async` and take the slower dispatch path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidParams, NoSession
+from .health import health
+from .records import parse_rfc3339
+
+if TYPE_CHECKING:
+    from .rpc import Ctx
+
+
+def daemon_ping(ctx: Ctx) -> dict[str, Any]:
+    """Is the daemon there: its version, pid and uptime.
+
+    {"method": "daemon.ping"} — sessionc status"""
+    return ctx.daemon.about()
+
+
+def session_status(ctx: Ctx) -> dict[str, Any]:
+    """The daemon, the live session (or null) and orphaned agent processes.
+
+    {"method": "session.status"} — sessionc status"""
+    live = ctx.daemon.manager.live
+    return {
+        "daemon": ctx.daemon.about(),
+        "session": live.to_wire() if live else None,
+        "queue": ctx.daemon.manager.waiting(),
+        "orphans": [],
+    }
+
+
+async def session_start(
+    ctx: Ctx, name: str | None = None, template: str | None = None, wait: Any = None,
+    tty: str | None = None, **overrides: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Take the lock: start a session, or queue for it with `wait`.
+
+    {"method": "session.start", "params": {"name": "nightly", "wait": 60}} — sessionc start"""
+    manager = ctx.daemon.manager
+    parent = overrides.pop("from", None)
+    request = manager.prepare_start(
+        ctx.peer, tty, name=name, template=template, parent=parent, overrides=overrides
+    )
+    if wait is None or wait is False:
+        return manager.start(request).to_wire()
+    limit = None if wait is True else float(wait)
+    if limit is not None and limit < 0:
+        raise InvalidParams(
+            "param 'wait' must be a number of seconds >= 0, or true",
+            "use true to wait with no limit",
+        )
+    return (await manager.start_waiting(request, limit)).to_wire()
+
+
+def session_join(ctx: Ctx, name: str | None = None, tty: str | None = None) -> Any:
+    """Join the live session as a participant (counts as activity).
+
+    {"method": "session.join", "params": {"name": "nightly"}} — sessionc join nightly"""
+    return ctx.daemon.manager.join(ctx.peer, name, tty).to_wire()
+
+
+def session_leave(ctx: Ctx, name: str | None = None, tty: str | None = None) -> Any:
+    """Stop participating in the live session.
+
+    {"method": "session.leave"} — sessionc leave"""
+    return ctx.daemon.manager.leave(ctx.peer, name).to_wire()
+
+
+async def session_stop(ctx: Ctx, name: str | None = None, reason: str | None = None) -> Any:
+    """Stop the live session and release the lock.
+
+    {"method": "session.stop", "params": {"name": "nightly"}} — sessionc stop nightly"""
+    return ctx.daemon.manager.stop(ctx.peer, name, reason).to_wire()
+
+
+def session_pause(ctx: Ctx, name: str | None = None, reason: str | None = None) -> Any:
+    """Pause the live session (its agents get SIGSTOP).
+
+    {"method": "session.pause", "params": {"reason": "lunch"}} — sessionc pause --reason lunch"""
+    return ctx.daemon.manager.pause(ctx.peer, name, reason).to_wire()
+
+
+def session_resume(ctx: Ctx, name: str | None = None) -> Any:
+    """Resume a paused session (counts as activity).
+
+    {"method": "session.resume"} — sessionc resume"""
+    return ctx.daemon.manager.resume(ctx.peer, name).to_wire()
+
+
+def session_reconnect(ctx: Ctx, name: str | None = None) -> Any:
+    """Bring a disconnected session back: reset its errors, start its agents.
+
+    {"method": "session.reconnect"} — sessionc reconnect"""
+    return ctx.daemon.manager.reconnect(ctx.peer, name).to_wire()
+
+
+def session_touch(ctx: Ctx, name: str | None = None) -> Any:
+    """Record activity, keeping the session from going idle or expiring.
+
+    {"method": "session.touch"} — sessionc touch"""
+    return ctx.daemon.manager.touch(name).to_wire()
+
+
+def session_health(ctx: Ctx, name: str | None = None) -> Any:
+    """How the session is doing, in a sentence, with steps to recover.
+
+    {"method": "session.health", "params": {"name": "nightly"}} — sessionc health nightly"""
+    manager = ctx.daemon.manager
+    if name is None or (manager.live and name in (manager.live.name, manager.live.id)):
+        return health(manager.live, name, time.time())
+    try:
+        return health(manager.find(name), name, time.time())
+    except NoSession:
+        return health(None, name, time.time())
+
+
+def session_get(ctx: Ctx, name: str) -> Any:
+    """One session, live or past, by name or id.
+
+    {"method": "session.get", "params": {"name": "nightly"}} — sessionc show nightly"""
+    return ctx.daemon.manager.find(name).to_wire()
+
+
+def session_export(ctx: Ctx, name: str) -> Any:
+    """One session with its whole event log, metrics and checkpoints.
+
+    {"method": "session.export", "params": {"name": "nightly"}} — sessionc export nightly"""
+    manager = ctx.daemon.manager
+    found = manager.find(name)
+    return {
+        "session": found.to_wire(),
+        "events": manager.events(1_000_000, found.id),
+        "metrics": dict(found.metrics),
+        "checkpoints": [],
+    }
+
+
+def session_history(ctx: Ctx, limit: int = 20, before: str | None = None) -> Any:
+    """Sessions, newest first.
+
+    {"method": "session.history", "params": {"limit": 5}} — sessionc history -n 5"""
+    if not 1 <= limit <= 1000:
+        raise InvalidParams(f"param 'limit' must be 1 to 1000 (got {limit})", "ask for fewer")
+    cutoff = _time_param("before", before)
+    return [s.to_wire() for s in ctx.daemon.manager.history(limit, cutoff)]
+
+
+async def session_cleanup(ctx: Ctx, orphans_only: bool = False) -> Any:
+    """Stop the live session (unless orphans_only) and end orphaned agents.
+
+    {"method": "session.cleanup"} — sessionc cleanup"""
+    manager = ctx.daemon.manager
+    stopped = None
+    if not orphans_only and manager.live is not None:
+        stopped = manager.stop(ctx.peer, None, f"cleaned up by {ctx.peer.user}").to_wire()
+    return {"stopped": stopped, "orphans_killed": 0}
+
+
+def events_tail(ctx: Ctx, lines: int = 20, session: str | None = None) -> Any:
+    """The last events, oldest first, of every session or of one.
+
+    {"method": "events.tail", "params": {"lines": 50}} — sessionc events -n 50"""
+    if not 1 <= lines <= 100_000:
+        raise InvalidParams(f"param 'lines' must be 1 to 100000 (got {lines})", "ask for fewer")
+    return ctx.daemon.manager.events(lines, session)
+
+
+def subscribe(ctx: Ctx, topics: list[Any]) -> Any:
+    """Receive `event` notifications on this connection.
+
+    {"method": "subscribe", "params": {"topics": ["events"]}} — sessionc events -f"""
+    for topic in topics:
+        if topic != "events":
+            raise InvalidParams(
+                f"unknown topic {topic!r}", "the topics are 'events' and 'logs:AGENT'"
+            )
+    ctx.conn.subscribe(frozenset(topics))
+    return {"topics": sorted(set(topics))}
+
+
+def _time_param(name: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise InvalidParams(
+            f"param '{name}' must be an RFC 3339 time (got {value!r})",
+            "for example 2026-11-22T10:00:00Z",
+        ) from None
