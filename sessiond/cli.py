@@ -9,18 +9,19 @@ leaves. The `*_lines` and `fmt_*` helpers are pure: they turn wire objects
 (docs/wire.md) into text, and take `now` so that tests can pin the clock.
 
 This module imports only the standard library and sessiond's stdlib-only
-modules (errors, paths, client): `sessionc status` must start fast.
+modules (errors, paths, client): `sessionc status` must start fast. So a
+command line of global options and a command without arguments of its own
+(`sessionc status --json`) is read without argparse; for any other, `main`
+builds the argparse subparser of the one command given (the whole tree only
+for help, no command or an unknown one); and what only some commands need
+(argparse, datetime, signal) is imported where it is used.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import math
 import os
 import re
-import signal
 import sys
 import time
 
@@ -31,21 +32,26 @@ from sessiond.paths import client_socket
 
 TYPE_CHECKING = False  # typing and dataclasses would cost every sessionc start ~15 ms
 if TYPE_CHECKING:
+    import argparse
+    import datetime
+    from argparse import Namespace
     from collections.abc import Callable, Iterable
     from typing import Any
 
     Handler = Callable[[Client, argparse.Namespace], Any]
     Printer = Callable[[Any, argparse.Namespace], None]
     ArgSpec = tuple[tuple[str, ...], dict[str, Any]]
+else:
+    from types import SimpleNamespace as Namespace  # argparse.Namespace for parse_plain, cheaply
 
 STREAMED = object()  # returned by a follower, which printed everything itself
 EXIT_INTERRUPTED = 130
 EXIT_NOT_FOUND = 5
 RESERVED_SET_KEYS = {"name", "template", "from", "wait", "tty"}
 _NUMBER = r"(\d+(?:\.\d+)?)"
-_DURATION = re.compile(f"(?:{_NUMBER}d)?(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")
+_DURATION = f"(?:{_NUMBER}d)?(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?"  # re's cache compiles
 _UNIT_SECONDS = (86400, 3600, 60, 1)
-_HHMM = re.compile(r"([01]?\d|2[0-3]):[0-5]\d")
+_HHMM = r"([01]?\d|2[0-3]):[0-5]\d"
 
 
 class UsageError(SessiondError):
@@ -58,7 +64,7 @@ class UsageError(SessiondError):
 def parse_duration(text: str) -> float:
     """'90s', '5m', '1h30m', '2d' or plain seconds ('90', '1.5') → seconds."""
     text = text.strip()
-    match = _DURATION.fullmatch(text)
+    match = re.fullmatch(_DURATION, text)
     try:
         seconds = float(text)
     except ValueError:
@@ -69,7 +75,7 @@ def parse_duration(text: str) -> float:
         seconds = sum(
             float(n) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS, strict=True) if n
         )
-    if not math.isfinite(seconds) or seconds < 0:
+    if not 0 <= seconds < float("inf"):  # also NaN
         raise ValueError(f"invalid duration {text!r}: must be a finite number, 0 or more")
     return seconds
 
@@ -81,6 +87,8 @@ def _argtype(check: Callable[[str], Any]) -> Callable[[str], Any]:
         try:
             return check(text)
         except ValueError as exc:
+            import argparse  # noqa: PLC0415 -- loaded by build_parser
+
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     convert.__name__ = check.__name__  # argparse names the type in some messages
@@ -94,7 +102,7 @@ def _count(text: str) -> int:
 
 
 def _hhmm(text: str) -> str:
-    if not _HHMM.fullmatch(text):
+    if not re.fullmatch(_HHMM, text):
         raise ValueError(f"expected a time of day as HH:MM (got {text!r})")
     return text
 
@@ -185,6 +193,8 @@ def fmt_exit(code: int | None) -> str:
         return "-"
     if code >= 0:
         return f"exited with {code}"
+    import signal  # noqa: PLC0415 -- 1 ms that `sessionc status` without agents need not pay
+
     try:
         return f"killed by {signal.Signals(-code).name}"
     except ValueError:
@@ -192,6 +202,8 @@ def fmt_exit(code: int | None) -> str:
 
 
 def parse_time(stamp: str | None) -> datetime.datetime | None:
+    import datetime  # noqa: PLC0415 -- 2 ms that `sessionc status` without a session need not pay
+
     try:
         return datetime.datetime.fromisoformat(stamp) if stamp else None
     except ValueError:
@@ -214,6 +226,8 @@ def fmt_clock(stamp: str | None, now: float | None = None, seconds: bool = False
     when = parse_time(stamp)
     if when is None:
         return stamp or "-"
+    import datetime  # noqa: PLC0415 -- loaded by parse_time
+
     local = when.astimezone()
     today = datetime.datetime.fromtimestamp(time.time() if now is None else now).date()
     clock = local.strftime("%H:%M:%S" if seconds else "%H:%M")
@@ -719,25 +733,105 @@ exit status: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable,
   'events -f' and 'logs -f' print one JSON value per line."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Global options work before and after the command: `sessionc status --json`."""
+def terminal_columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil (and bz2, lzma, fnmatch)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    stdout = sys.__stdout__  # None when Python started without one
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (ValueError, OSError):  # closed, or not a terminal
+            columns = 0
+    return columns or 80
+
+
+GLOBAL_FLAGS = {"--json": 0, "--socket": 1, "--rpc-timeout": 1, "--version": 0}
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command argparse will find in argv, if it is one of COMMANDS; else None.
+
+    Only the global options may come before it. Anything else there (-h, --help,
+    `--`, an unknown option) gives None, and so the whole parser tree.
+    """
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        flag = word.partition("=")[0] if word.startswith("--") else word
+        if flag not in GLOBAL_FLAGS or (flag != word and not GLOBAL_FLAGS[flag]):
+            return word if word in COMMANDS else None
+        i += 1 + (GLOBAL_FLAGS[flag] if flag == word else 0)
+    return None
+
+
+def parse_plain(argv: list[str]) -> Namespace | None:
+    """What argparse makes of `[OPTION...] COMMAND [OPTION...]`, without argparse.
+
+    COMMAND is one without arguments of its own (`status`, `agents`…) and each
+    OPTION is --json, --socket or --rpc-timeout. For anything else, and for
+    values that look like options or are not durations, None: argparse parses
+    those, and says what is wrong.
+    """
+    values: dict[str, Any] = {"command": None, "socket": None, "json": False, "rpc_timeout": 30.0}
+    words = iter(argv)
+    for word in words:
+        flag, equals, value = word.partition("=")
+        if word == "--json":
+            values["json"] = True
+        elif flag in ("--socket", "--rpc-timeout"):
+            value = value if equals else next(words, "-")
+            if value.startswith("-") and not equals:
+                return None
+            try:
+                values[flag[2:].replace("-", "_")] = (
+                    parse_duration(value) if flag == "--rpc-timeout" else value
+                )
+            except ValueError:
+                return None
+        elif values["command"] is None and word in COMMANDS and not COMMANDS[word].args:
+            values["command"] = word
+        else:
+            return None
+    return Namespace(**values) if values["command"] else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Global options work before and after the command: `sessionc status --json`.
+
+    With `command`, only its subparser is built, which is all that parsing a
+    command line whose command_word() it is needs: a few ms less at every start.
+    The top level's usage and help (`sessionc -h`, `sessionc COMMAND -h`) do not
+    change, as the usage names COMMAND, not the choices.
+    """
+    import argparse  # noqa: PLC0415 -- parse_plain does without
+
+    def formatter(kind: type[argparse.HelpFormatter]) -> Callable[..., argparse.HelpFormatter]:
+        # argparse's, with the width that it would take by importing shutil, bz2 and lzma
+        return lambda prog: kind(prog, width=terminal_columns() - 2)
+
     parser = argparse.ArgumentParser(
         prog="sessionc",
         description="Talk to sessiond, the daemon that owns this machine's session lock.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=formatter(argparse.RawDescriptionHelpFormatter),
         allow_abbrev=False,  # `--wai` must not turn into `--wait`
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(
+        add_help=False, formatter_class=formatter(argparse.HelpFormatter)
+    )
     for flags, options in GLOBAL_OPTIONS:
         parser.add_argument(*flags, **options)
         common.add_argument(*flags, **{**options, "default": argparse.SUPPRESS})
     parser.add_argument("--version", action="version", version=f"sessionc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.help, description=command.help,
-                           parents=[common], allow_abbrev=False)  # fmt: skip
-        for flags, options in command.args:
+    for name in COMMANDS if command is None else [command]:
+        p = sub.add_parser(name, help=COMMANDS[name].help, description=COMMANDS[name].help,
+                           parents=[common], formatter_class=common.formatter_class,
+                           allow_abbrev=False)  # fmt: skip
+        for flags, options in COMMANDS[name].args:
             p.add_argument(*flags, **options)
     return parser
 
@@ -778,8 +872,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """sessionc's entry point: the exit status of SPEC §7."""
+    argv = rewrite_bare_wait(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(rewrite_bare_wait(sys.argv[1:] if argv is None else argv))
+        args = parse_plain(argv) or build_parser(command_word(argv)).parse_args(argv)
     except SystemExit as exc:  # argparse: usage errors (2), --help and --version (0)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, log
+from . import __version__, log, procs
 from .access import group_id
 from .config import Config, ConfigError, resolve_config
+from .crew import Crew
 from .errors import SessiondError, StartupError
 from .manager import Manager
 from .paths import system_socket, system_state_dir, user_socket
@@ -129,36 +130,52 @@ class Daemon:
 
     async def run(self) -> None:
         self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = InstanceLock(self.paths.state_dir)
-        lock.acquire()
+        InstanceLock(self.paths.state_dir).acquire()
         self.store = Store.open(self.paths.state_dir)
-        self.manager = Manager(self.store, self.config, self._publish)
-        self.manager.on_change = self._status
-        self.manager.load()
         sock = self._listening_socket()
+        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tg:
+            crew = Crew(self.paths.state_dir, str(self.paths.socket))
+            self.manager = Manager(self.store, self.config, self, crew, tg.create_task)
+            self.manager.on_change = self._status
+            if not procs.become_subreaper():
+                logger.warning("unable to become a child subreaper: escaped agent children "
+                               "will be re-parented to init")  # fmt: skip
+            loop.add_signal_handler(signal.SIGCHLD, self.manager.team.supervisor.reap)
+            self.manager.load()
             server = Server(self, self._limits(), tg.create_task)
             self.server = server
-            listener = await asyncio.get_running_loop().create_unix_server(
-                lambda: Connection(server), sock=sock
-            )
+            listener = await loop.create_unix_server(lambda: Connection(server), sock=sock)
             self._install_signals()
             self.notify("READY=1", self._status_line())
-            logger.info(
-                "sessiond %s listening on %s (state in %s)",
-                __version__,
-                self.paths.socket,
-                self.paths.state_dir,
-            )
-            self.server.load_rpc()
+            logger.info("sessiond %s listening on %s (state in %s)", __version__,
+                        self.paths.socket, self.paths.state_dir)  # fmt: skip
+            server.load_rpc()
             watchdog = tg.create_task(self._watchdog())
             await self.stopping.wait()
             self.notify("STOPPING=1", "STATUS=stopping")
             listener.close()
             server.close_all()
             watchdog.cancel()
+            await self.manager.shutdown(self.config.daemon.on_shutdown)
         self._remove_socket()
         self.store.close()
+
+    # -- the manager's outlet: events and log lines to subscribers and the journal
+
+    def publish(self, event: dict[str, Any]) -> None:
+        logger.log(log.priority(event), "%s", event["message"])
+        if self.server is not None:
+            self.server.broadcast("events", "event", event)
+
+    def publish_lines(self, agent: str, session: str, lines: list[str]) -> None:
+        if self.server is not None:
+            for line in lines:
+                params = {"agent": agent, "session": session, "line": line}
+                self.server.broadcast(f"logs:{agent}", "log", params)
+
+    def wants(self, topic: str) -> bool:
+        return self.server is not None and self.server.wants(topic)
 
     # -- socket --------------------------------------------------------------
 
@@ -272,11 +289,6 @@ class Daemon:
 
     def _status(self) -> None:
         self.notify(self._status_line())
-
-    def _publish(self, event: dict[str, Any]) -> None:
-        logger.log(log.NOTICE, "%s", event["message"])
-        if self.server is not None:
-            self.server.broadcast("events", "event", event)
 
     async def _watchdog(self) -> None:
         interval = watchdog_interval()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidParams, NoSession
+from .access import Role, role_of
+from .errors import InvalidParams, NoSession, PermissionDenied
 from .health import health
-from .records import parse_rfc3339
+from .records import Session, parse_rfc3339, rfc3339
 
 if TYPE_CHECKING:
     from .rpc import Ctx
@@ -34,7 +35,7 @@ def session_status(ctx: Ctx) -> dict[str, Any]:
     live = ctx.daemon.manager.live
     return {
         "daemon": ctx.daemon.about(),
-        "session": live.to_wire() if live else None,
+        "session": _wire(ctx, live) if live else None,
         "queue": ctx.daemon.manager.waiting(),
         "orphans": [],
     }
@@ -53,63 +54,63 @@ async def session_start(
         ctx.peer, tty, name=name, template=template, parent=parent, overrides=overrides
     )
     if wait is None or wait is False:
-        return manager.start(request).to_wire()
+        return _wire(ctx, manager.start(request))
     limit = None if wait is True else float(wait)
     if limit is not None and limit < 0:
         raise InvalidParams(
             "param 'wait' must be a number of seconds >= 0, or true",
             "use true to wait with no limit",
         )
-    return (await manager.start_waiting(request, limit)).to_wire()
+    return _wire(ctx, await manager.start_waiting(request, limit))
 
 
 def session_join(ctx: Ctx, name: str | None = None, tty: str | None = None) -> Any:
     """Join the live session as a participant (counts as activity).
 
     {"method": "session.join", "params": {"name": "nightly"}} — sessionc join nightly"""
-    return ctx.daemon.manager.join(ctx.peer, name, tty).to_wire()
+    return _wire(ctx, ctx.daemon.manager.join(ctx.peer, name, tty))
 
 
 def session_leave(ctx: Ctx, name: str | None = None, tty: str | None = None) -> Any:
     """Stop participating in the live session.
 
     {"method": "session.leave"} — sessionc leave"""
-    return ctx.daemon.manager.leave(ctx.peer, name).to_wire()
+    return _wire(ctx, ctx.daemon.manager.leave(ctx.peer, name))
 
 
 async def session_stop(ctx: Ctx, name: str | None = None, reason: str | None = None) -> Any:
     """Stop the live session and release the lock.
 
     {"method": "session.stop", "params": {"name": "nightly"}} — sessionc stop nightly"""
-    return ctx.daemon.manager.stop(ctx.peer, name, reason).to_wire()
+    return _wire(ctx, await ctx.daemon.manager.stop(ctx.peer, name, reason))
 
 
 def session_pause(ctx: Ctx, name: str | None = None, reason: str | None = None) -> Any:
     """Pause the live session (its agents get SIGSTOP).
 
     {"method": "session.pause", "params": {"reason": "lunch"}} — sessionc pause --reason lunch"""
-    return ctx.daemon.manager.pause(ctx.peer, name, reason).to_wire()
+    return _wire(ctx, ctx.daemon.manager.pause(ctx.peer, name, reason))
 
 
 def session_resume(ctx: Ctx, name: str | None = None) -> Any:
     """Resume a paused session (counts as activity).
 
     {"method": "session.resume"} — sessionc resume"""
-    return ctx.daemon.manager.resume(ctx.peer, name).to_wire()
+    return _wire(ctx, ctx.daemon.manager.resume(ctx.peer, name))
 
 
 def session_reconnect(ctx: Ctx, name: str | None = None) -> Any:
     """Bring a disconnected session back: reset its errors, start its agents.
 
     {"method": "session.reconnect"} — sessionc reconnect"""
-    return ctx.daemon.manager.reconnect(ctx.peer, name).to_wire()
+    return _wire(ctx, ctx.daemon.manager.reconnect(ctx.peer, name))
 
 
 def session_touch(ctx: Ctx, name: str | None = None) -> Any:
     """Record activity, keeping the session from going idle or expiring.
 
     {"method": "session.touch"} — sessionc touch"""
-    return ctx.daemon.manager.touch(name).to_wire()
+    return _wire(ctx, ctx.daemon.manager.touch(name))
 
 
 def session_health(ctx: Ctx, name: str | None = None) -> Any:
@@ -129,7 +130,7 @@ def session_get(ctx: Ctx, name: str) -> Any:
     """One session, live or past, by name or id.
 
     {"method": "session.get", "params": {"name": "nightly"}} — sessionc show nightly"""
-    return ctx.daemon.manager.find(name).to_wire()
+    return _wire(ctx, ctx.daemon.manager.find(name))
 
 
 def session_export(ctx: Ctx, name: str) -> Any:
@@ -139,10 +140,12 @@ def session_export(ctx: Ctx, name: str) -> Any:
     manager = ctx.daemon.manager
     found = manager.find(name)
     return {
-        "session": found.to_wire(),
+        "session": _wire(ctx, found),
         "events": manager.events(1_000_000, found.id),
         "metrics": dict(found.metrics),
-        "checkpoints": [],
+        "checkpoints": [
+            {**c, "time": rfc3339(c["time"])} for c in manager.store.checkpoints(found.id)
+        ],
     }
 
 
@@ -153,7 +156,7 @@ def session_history(ctx: Ctx, limit: int = 20, before: str | None = None) -> Any
     if not 1 <= limit <= 1000:
         raise InvalidParams(f"param 'limit' must be 1 to 1000 (got {limit})", "ask for fewer")
     cutoff = _time_param("before", before)
-    return [s.to_wire() for s in ctx.daemon.manager.history(limit, cutoff)]
+    return [_wire(ctx, s) for s in ctx.daemon.manager.history(limit, cutoff)]
 
 
 async def session_cleanup(ctx: Ctx, orphans_only: bool = False) -> Any:
@@ -163,7 +166,8 @@ async def session_cleanup(ctx: Ctx, orphans_only: bool = False) -> Any:
     manager = ctx.daemon.manager
     stopped = None
     if not orphans_only and manager.live is not None:
-        stopped = manager.stop(ctx.peer, None, f"cleaned up by {ctx.peer.user}").to_wire()
+        found = await manager.stop(ctx.peer, None, f"cleaned up by {ctx.peer.user}")
+        stopped = _wire(ctx, found)
     return {"stopped": stopped, "orphans_killed": 0}
 
 
@@ -177,16 +181,39 @@ def events_tail(ctx: Ctx, lines: int = 20, session: str | None = None) -> Any:
 
 
 def subscribe(ctx: Ctx, topics: list[Any]) -> Any:
-    """Receive `event` notifications on this connection.
+    """Receive `event` notifications, or an agent's `log` lines, on this connection.
 
-    {"method": "subscribe", "params": {"topics": ["events"]}} — sessionc events -f"""
+    {"method": "subscribe", "params": {"topics": ["events", "logs:scanner"]}}
+    — sessionc events -f, sessionc logs scanner -f"""
+    manager = ctx.daemon.manager
+    agents = []
     for topic in topics:
-        if topic != "events":
+        if topic == "events":
+            continue
+        if not isinstance(topic, str) or not topic.startswith("logs:"):
             raise InvalidParams(
                 f"unknown topic {topic!r}", "the topics are 'events' and 'logs:AGENT'"
             )
+        live = manager.resolve(None)
+        if not can_read_logs(ctx, live):
+            raise PermissionDenied(
+                f"{ctx.peer.user} may not follow the logs of session {live.name}",
+                f"join the session first with 'sessionc join {live.name}'",
+            )
+        agents.append(manager.team.find(live, topic.removeprefix("logs:")))
     ctx.conn.subscribe(frozenset(topics))
+    for agent in agents:
+        manager.team.follow_logs(agent)
     return {"topics": sorted(set(topics))}
+
+
+def can_read_logs(ctx: Ctx, live: Session) -> bool:
+    role = role_of(ctx.peer, live.owner.uid, live.participant_uids(), ctx.admin)
+    return role >= Role.PARTICIPANT
+
+
+def _wire(ctx: Ctx, session: Session) -> dict[str, Any]:
+    return ctx.daemon.manager.wire(session)
 
 
 def _time_param(name: str, value: str | None) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 PRIORITY = {
     logging.CRITICAL: 2,
@@ -37,3 +38,13 @@ def setup(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(NOTICE if level == "notice" else level.upper())
+
+
+WARNING_KINDS = frozenset({"agent.failed", "session.disconnected", "session.failed"})
+
+
+def priority(event: dict[str, Any]) -> int:
+    """The journal level of an event: warnings for failures and unexpected exits."""
+    kind, data = event["kind"], event.get("data") or {}
+    crashed = kind in ("agent.backoff", "agent.exited") and data.get("exit_code") not in (None, 0)
+    return logging.WARNING if kind in WARNING_KINDS or crashed else NOTICE

@@ -21,18 +21,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Protocol
 
 from . import policy
 from .access import Peer
 from .config import (
+    AgentSpec,
     Config,
     ConfigError,
+    OnShutdown,
     SessionSettings,
     format_duration,
     parse_clock,
     session_overrides,
 )
+from .crew import Crew
 from .errors import (
     InvalidParams,
     InvalidState,
@@ -44,8 +48,15 @@ from .errors import (
 from .records import Participant, Person, Session, check_name, generated_name, rfc3339
 from .session import TERMINAL, Effect, Event, Refused, State, step
 from .store import Store
+from .team import Spawn, Team
 
-Publish = Callable[[dict[str, Any]], None]
+
+class Outlet(Protocol):
+    """Where events and agent output go: the journal and the subscribers."""
+
+    def publish(self, event: dict[str, Any]) -> None: ...
+    def publish_lines(self, agent: str, session: str, lines: list[str]) -> None: ...
+    def wants(self, topic: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -68,16 +79,21 @@ def _since(epoch: float | None) -> str:
 
 
 class Manager:
-    def __init__(self, store: Store, config: Config, publish: Publish) -> None:
+    def __init__(
+        self, store: Store, config: Config, outlet: Outlet, crew: Crew, spawn: Spawn
+    ) -> None:
         self.store = store
+        self.spawn = spawn
         self.config = config
-        self.publish = publish
+        self.outlet = outlet
+        self._stopping: dict[str, asyncio.Task[None]] = {}
         self.live: Session | None = None
         self._clocks: policy.Clocks | None = None
         self._queue: collections.deque[_Waiter] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._unpublished: list[dict[str, Any]] = []
         self.on_change: Callable[[], None] = lambda: None
+        self.team = Team(self, store, crew, spawn)
 
     # -- loading -------------------------------------------------------------
 
@@ -89,14 +105,14 @@ class Manager:
         found = Session.from_row(row, self.store.participants(row["id"]))
         self._set_live(found)
         if found.state is State.STARTING:
-            self._move(
+            self.move(
                 Event.LAUNCH_FAILED,
                 "session.failed",
                 "the daemon restarted while the session was starting",
                 close_reason="daemon restarted while starting",
             )
         elif found.state is State.STOPPING:
-            self._move(Event.STOPPED, "session.closed", f"session {found.name} closed")
+            self.move(Event.STOPPED, "session.closed", f"session {found.name} closed")
         self._arm()
 
     # -- the lock ------------------------------------------------------------
@@ -163,19 +179,27 @@ class Manager:
             last_activity=now, started_at=now, template=request.template,
             parent=request.parent,
         )  # fmt: skip
-        with self._transaction():
+        with self.transaction():
             self.store.save_session(fresh.to_row())
-            self._event(
-                fresh,
-                "session.starting",
-                f"session {fresh.name} starting for {fresh.owner.user}",
-                {"owner": fresh.owner.to_wire()},
-            )
+            self._event(fresh, "session.starting", f"session {fresh.name} starting for "
+                        f"{fresh.owner.user}", {"owner": fresh.owner.to_wire()})  # fmt: skip
         self._set_live(fresh)
-        # Agents come with templates; with none to launch the session is running at once.
-        return self._move(
-            Event.LAUNCHED, "session.started", f"session {fresh.name} started by {fresh.owner.user}"
-        )
+        failure = self.team.launch(fresh, self._template_agents(request.template),
+                                   self.parent_checkpoints(fresh))  # fmt: skip
+        if failure is not None:
+            return self.move(Event.LAUNCH_FAILED, "session.failed",
+                             f"session {fresh.name} failed to start: {failure}",
+                             close_reason=failure)  # fmt: skip
+        return self.move(Event.LAUNCHED, "session.started",
+                         f"session {fresh.name} started by {fresh.owner.user}")  # fmt: skip
+
+    def _template_agents(self, template: str | None) -> list[AgentSpec]:
+        if template is None:
+            return []
+        return [self.config.agents[name] for name in self.config.templates[template].agents]
+
+    def parent_checkpoints(self, session: Session) -> dict[str, Any]:
+        return self.store.latest_checkpoints(session.parent) if session.parent else {}
 
     def _active_error(self) -> SessionActive:
         live = self.live
@@ -207,10 +231,10 @@ class Manager:
     def join(self, peer: Peer, name: str | None, tty: str | None) -> Session:
         live = self.resolve(name)
         if peer.uid == live.owner.uid:
-            return self._move(Event.ACTIVITY, None, "")
+            return self.move(Event.ACTIVITY, None, "")
         person = Participant(Person(peer.uid, peer.user, peer.pid, tty), time.time())
         others = tuple(p for p in live.participants if p.who.uid != peer.uid)
-        return self._move(
+        return self.move(
             Event.ACTIVITY, "session.joined", f"{peer.user} joined session {live.name}",
             participants=(*others, person),
             also=lambda: self.store.save_participant(
@@ -232,7 +256,7 @@ class Manager:
         left = dataclasses.replace(
             live, participants=tuple(p for p in live.participants if p.who.uid != peer.uid)
         )
-        with self._transaction():
+        with self.transaction():
             self.store.delete_participant(live.id, peer.uid)
             self._event(
                 live,
@@ -243,27 +267,42 @@ class Manager:
         self._set_live(left)
         return left
 
-    def stop(self, peer: Peer, name: str | None, reason: str | None) -> Session:
+    async def stop(self, peer: Peer, name: str | None, reason: str | None) -> Session:
         live = self.resolve(name)
-        why = reason or f"stopped by {peer.user}"
-        return self._stop(live, why)
+        self._stop(live, reason or f"stopped by {peer.user}")
+        await self.stopped(live.id)
+        return self.find(live.id)
+
+    async def stopped(self, session_id: str) -> None:
+        """Wait until the agents of a stopping session are gone."""
+        task = self._stopping.get(session_id)
+        if task is not None:
+            await asyncio.shield(task)
 
     def _stop(self, live: Session, why: str) -> Session:
-        self._move(
-            Event.STOP, "session.stopping", f"session {live.name} stopping: {why}", close_reason=why
-        )
-        return self._move(Event.STOPPED, "session.closed", f"session {live.name} closed: {why}")
+        return self.move(Event.STOP, "session.stopping", f"session {live.name} stopping: {why}",
+                         close_reason=why)  # fmt: skip
+
+    async def _stop_agents(self, session: Session) -> None:
+        try:
+            await self.team.stop_all(session.id, forget=True)
+        finally:
+            self._stopping.pop(session.id, None)
+        live = self.live
+        if live is not None and live.id == session.id and live.state is State.STOPPING:
+            self.move(Event.STOPPED, "session.closed",
+                      f"session {live.name} closed: {live.close_reason}")  # fmt: skip
 
     def pause(self, peer: Peer, name: str | None, reason: str | None) -> Session:
         live = self.resolve(name)
         why = reason or f"paused by {peer.user}"
-        return self._move(
+        return self.move(
             Event.PAUSE, "session.paused", f"session {live.name} paused: {why}", pause_reason=why
         )
 
     def resume(self, peer: Peer, name: str | None) -> Session:
         live = self.resolve(name)
-        return self._move(
+        return self.move(
             Event.RESUME,
             "session.resumed",
             f"session {live.name} resumed by {peer.user}",
@@ -272,19 +311,20 @@ class Manager:
 
     def reconnect(self, peer: Peer, name: str | None) -> Session:
         live = self.resolve(name)
-        return self._move(
+        return self.move(
             Event.RECONNECT,
             "session.reconnected",
             f"session {live.name} reconnected by {peer.user}",
+            errors_reset_at=time.time(),
         )
 
     def touch(self, name: str | None) -> Session:
         self.resolve(name)
-        return self._move(Event.ACTIVITY, None, "")
+        return self.move(Event.ACTIVITY, None, "")
 
     # -- moving --------------------------------------------------------------
 
-    def _move(
+    def move(
         self, event: Event, kind: str | None, message: str,
         also: Callable[[], None] | None = None, **changes: Any,
     ) -> Session:  # fmt: skip
@@ -302,7 +342,7 @@ class Manager:
             changes["closed_at"] = now
         became = dataclasses.replace(live, state=new_state, **changes)
         moved = new_state is not live.state
-        with self._transaction():
+        with self.transaction():
             self.store.save_session(became.to_row())
             if also is not None:
                 also()
@@ -318,12 +358,24 @@ class Manager:
                     {},
                 )
         self._set_live(became)
-        self._run(effects)
+        self._run(effects, became)
         return became
 
-    def _run(self, effects: tuple[Effect, ...]) -> None:
-        if Effect.RELEASE_LOCK in effects:
-            self._hand_over()
+    def _run(self, effects: tuple[Effect, ...], session: Session) -> None:
+        team, sid = self.team, session.id
+        for effect in effects:
+            if effect is Effect.PAUSE_AGENTS or effect is Effect.PAUSE_NETWORK_AGENTS:
+                team.pause_all(sid, network_only=effect is Effect.PAUSE_NETWORK_AGENTS)
+            elif effect is Effect.RESUME_AGENTS or effect is Effect.RESUME_NETWORK_AGENTS:
+                team.resume_all(sid, network_only=effect is Effect.RESUME_NETWORK_AGENTS)
+            elif effect is Effect.RESTART_AGENTS:
+                team.restart_all(sid)
+            elif effect is Effect.TERMINATE_AGENTS:
+                self.spawn(team.stop_all(sid, forget=False))
+            elif effect is Effect.STOP_AGENTS and sid not in self._stopping:
+                self._stopping[sid] = self.spawn(self._stop_agents(session))
+            elif effect is Effect.RELEASE_LOCK:
+                self._hand_over()
         self._arm()
         self.on_change()
 
@@ -376,7 +428,7 @@ class Manager:
         assert live is not None
         s = live.settings
         if due.event is Event.IDLE_TIMEOUT:
-            self._move(
+            self.move(
                 due.event,
                 "session.idle",
                 f"session {live.name} is idle after "
@@ -384,7 +436,7 @@ class Manager:
             )
         elif due.event is Event.EXPIRE:
             why = f"no activity for {format_duration(s.timeout)}"
-            self._move(
+            self.move(
                 due.event,
                 "session.expired",
                 f"session {live.name} expired: {why}",
@@ -395,7 +447,34 @@ class Manager:
         else:
             self._stop(live, f"stop_at {s.stop_at} reached")
 
+    def add_metrics(self, metrics: Mapping[str, float]) -> None:
+        live = self.live
+        assert live is not None
+        totals = dict(live.metrics)
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0) + value
+        became = dataclasses.replace(live, metrics=MappingProxyType(totals))
+        with self.transaction():
+            self.store.save_session(became.to_row())
+        self._set_live(became)
+
+    async def shutdown(self, on_shutdown: OnShutdown) -> None:
+        """The daemon is going: stop every agent, or leave them for the next daemon."""
+        if on_shutdown is OnShutdown.STOP:
+            live_ids = list(self.team.crew.sessions)
+            await asyncio.gather(*(self.team.stop_all(sid, forget=False) for sid in live_ids))
+        for task in list(self._stopping.values()):
+            await asyncio.shield(task)
+
     # -- reads ---------------------------------------------------------------
+
+    def wire(self, session: Session) -> dict[str, Any]:
+        """The session's wire form, with its agents and its error count."""
+        found = session.to_wire()
+        found["agents"] = self.team.wire(session)
+        found["errors"]["count"] = self.team.error_count(session, time.time()) if (
+            session.state.live) else 0  # fmt: skip
+        return found
 
     def find(self, name_or_id: str) -> Session:
         if self.live is not None and name_or_id in (self.live.name, self.live.id):
@@ -447,16 +526,23 @@ class Manager:
         return found.id
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
         """A store transaction whose events are published only once it committed."""
         self._unpublished.clear()
         with self.store.transaction():
             yield
         for event in self._unpublished:
-            self.publish(event)
+            self.outlet.publish(event)
         self._unpublished.clear()
 
     def _event(self, s: Session, kind: str, message: str, data: Mapping[str, Any]) -> None:
+        self.event_for(s.id, s.name, kind, message, data)
+
+    def event_for(
+        self, session_id: str, name: str, kind: str, message: str, data: Mapping[str, Any]
+    ) -> None:
+        """Record an event inside transaction(); it is published once that commits."""
+        s = _Named(session_id, name)
         now = time.time()
         seq = self.store.add_event(now, s.id, s.name, kind=kind, message=message, data=data)
         self._unpublished.append(
@@ -470,6 +556,12 @@ class Manager:
                 "data": dict(data),
             }
         )
+
+
+@dataclass(frozen=True)
+class _Named:
+    id: str
+    name: str
 
 
 _ACTIVITY = frozenset({Event.ACTIVITY, Event.RESUME, Event.RECONNECT, Event.LAUNCHED})

@@ -81,6 +81,7 @@ class Session:
     closed_at: float | None = None
     close_reason: str | None = None
     pause_reason: str | None = None
+    errors_reset_at: float | None = None
     participants: tuple[Participant, ...] = ()
     metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -97,6 +98,7 @@ class Session:
             "created_at": self.created_at, "started_at": self.started_at,
             "last_activity": self.last_activity, "closed_at": self.closed_at,
             "close_reason": self.close_reason, "pause_reason": self.pause_reason,
+            "errors_reset_at": self.errors_reset_at,
         }  # fmt: skip
 
     @classmethod
@@ -112,6 +114,7 @@ class Session:
             last_activity=row["last_activity"], started_at=row["started_at"],
             template=row["template"], parent=row["parent"], closed_at=row["closed_at"],
             close_reason=row["close_reason"], pause_reason=row["pause_reason"],
+            errors_reset_at=row["errors_reset_at"],
             participants=people, metrics=MappingProxyType(row["metrics"]),
         )  # fmt: skip
 

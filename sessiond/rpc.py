@@ -23,6 +23,18 @@ from jsonrpcserver.result import Result
 
 from . import __version__
 from .access import Peer, Role, role_of
+from .agent_handlers import (
+    agent_checkpoint,
+    agent_kill,
+    agent_list,
+    agent_report,
+    agent_restart,
+    agent_run,
+    agent_start,
+    agent_stop,
+    logs_tail,
+    metrics_get,
+)
 from .config import SESSION_KEYS
 from .errors import (
     INTERNAL_ERROR,
@@ -130,6 +142,8 @@ def rpc_discover(ctx: Ctx) -> dict[str, Any]:
 
 
 ANYONE, PT, OW = Role.OBSERVER, Role.PARTICIPANT, Role.OWNER
+TOKEN = Role.OBSERVER  # whoever holds an agent's token, whatever its uid: checked by the handler
+AGENT = P("name", "string", required=True)
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("daemon.ping", daemon_ping, ANYONE),
     Method("rpc.discover", rpc_discover, ANYONE),
@@ -153,6 +167,24 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("events.tail", events_tail, ANYONE,
            (P("lines", "integer"), P("session", "string", "null"))),
     Method("subscribe", subscribe, ANYONE, (P("topics", "array", required=True),)),
+    Method("agent.list", agent_list, ANYONE),
+    Method("agent.run", agent_run, OW, (
+        P("command", "array", required=True), NAME, P("cwd", "string", "null"),
+        P("env", "object", "null"), P("restart", "string", "null"),
+        P("labels", "array", "null"), P("needs_network", "boolean"))),
+    Method("agent.start", agent_start, OW, (AGENT,)),
+    Method("agent.stop", agent_stop, OW, (AGENT,)),
+    Method("agent.restart", agent_restart, OW, (AGENT,)),
+    Method("agent.kill", agent_kill, OW, (AGENT, P("signal", "string", "integer", "null"))),
+    Method("agent.report", agent_report, TOKEN, (
+        P("token", "string", required=True), P("metrics", "object", "null"),
+        P("error", "string", "null"), P("activity", "boolean"))),
+    Method("agent.checkpoint", agent_checkpoint, TOKEN, (
+        P("token", "string", required=True),
+        P("data", "object", "array", "string", "number", "boolean", "null", required=True))),
+    Method("logs.tail", logs_tail, PT,
+           (P("agent", "string", required=True), P("lines", "integer"))),
+    Method("metrics.get", metrics_get, ANYONE),
 )}  # fmt: skip
 
 

@@ -270,6 +270,9 @@ class Server:
         for conn in list(self.connections):
             conn.close()
 
+    def wants(self, topic: str) -> bool:
+        return any(topic in conn.topics for conn in self.connections)
+
     def broadcast(self, topic: str, method: str, params: dict[str, Any]) -> None:
         for conn in list(self.connections):
             conn.notify(topic, method, params)

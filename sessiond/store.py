@@ -71,7 +71,42 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_by_session ON events(session_id, seq);
     """,
+    """
+    ALTER TABLE sessions ADD COLUMN errors_reset_at REAL;
+    CREATE TABLE agents (
+        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        spec        TEXT NOT NULL,
+        uid         INTEGER NOT NULL,
+        gid         INTEGER NOT NULL,
+        token       TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        pid         INTEGER,
+        start_ticks INTEGER,
+        started_at  REAL,
+        restarts    INTEGER NOT NULL DEFAULT 0,
+        exit_code   INTEGER,
+        PRIMARY KEY (session_id, name)
+    );
+    CREATE TABLE errors (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        time       REAL NOT NULL,
+        agent      TEXT,
+        message    TEXT NOT NULL
+    );
+    CREATE INDEX errors_by_session ON errors(session_id, time);
+    CREATE TABLE checkpoints (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        agent      TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        time       REAL NOT NULL,
+        data       TEXT NOT NULL,
+        PRIMARY KEY (session_id, agent, seq)
+    );
+    """,
 ]
+CHECKPOINTS_KEPT = 10
 SCHEMA_VERSION = len(MIGRATIONS)
 
 SESSION_COLUMNS = [
@@ -195,7 +230,69 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
+    def save_agent(self, row: Mapping[str, Any]) -> None:
+        columns = list(row)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
+        self.db.execute(
+            f"INSERT INTO agents ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT(session_id, name) DO UPDATE SET {updates}",
+            [_encode(row[c]) for c in columns],
+        )
+
+    def add_error(self, session_id: str, time: float, agent: str | None, message: str) -> None:
+        self.db.execute(
+            "INSERT INTO errors (session_id, time, agent, message) VALUES (?, ?, ?, ?)",
+            (session_id, time, agent, message),
+        )
+
+    def add_checkpoint(self, session_id: str, agent: str, time: float, data: str) -> int:
+        """Store one checkpoint, keep the last CHECKPOINTS_KEPT; its sequence number."""
+        seq = (
+            1
+            + self.db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM checkpoints WHERE session_id = ? AND agent = ?",
+                (session_id, agent),
+            ).fetchone()[0]
+        )
+        self.db.execute(
+            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?)", (session_id, agent, seq, time, data)
+        )
+        self.db.execute(
+            "DELETE FROM checkpoints WHERE session_id = ? AND agent = ? AND seq <= ?",
+            (session_id, agent, seq - CHECKPOINTS_KEPT),
+        )
+        return int(seq)
+
     # -- reads ---------------------------------------------------------------
+
+    def count_by_state(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) FROM sessions GROUP BY state").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def agents(self, session_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM agents WHERE session_id = ? ORDER BY rowid", (session_id,)
+        ).fetchall()
+        return [{**dict(r), "spec": json.loads(r["spec"])} for r in rows]
+
+    def error_times(self, session_id: str, since: float) -> list[float]:
+        rows = self.db.execute(
+            "SELECT time FROM errors WHERE session_id = ? AND time > ? ORDER BY time",
+            (session_id, since),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def checkpoints(self, session_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT agent, seq, time, data FROM checkpoints WHERE session_id = ?"
+            " ORDER BY agent, seq",
+            (session_id,),
+        ).fetchall()
+        return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
+    def latest_checkpoints(self, session_id: str) -> dict[str, Any]:
+        """Each agent's newest checkpoint value."""
+        return {c["agent"]: c["data"] for c in self.checkpoints(session_id)}
 
     def live_session(self) -> dict[str, Any] | None:
         row = self.db.execute(

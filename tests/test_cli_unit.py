@@ -7,6 +7,7 @@ tests against the real daemon live elsewhere.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -51,73 +52,73 @@ def parse(*argv: str) -> Any:
     return cli.build_parser().parse_args(cli.rewrite_bare_wait(list(argv)))
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["status"],
-        ["--json", "status"],
-        ["status", "--json", "--socket", "/tmp/x.sock"],
-        ["start"],
-        ["start", "nightly", "--template", "backtest", "--timeout", "45m", "--idle-after", "2m"],
-        ["start", "--error-threshold", "3", "--max-duration", "1h30m", "--stop-at", "16:00"],
-        ["start", "--set", "error_window=10m", "--set", "max-agents=4", "--from", "old"],
-        ["start", "--wait"],
-        ["start", "--wait=90s", "nightly"],
-        ["join"],
-        ["join", "nightly"],
-        ["leave"],
-        ["stop", "nightly"],
-        ["pause", "--reason", "lunch"],
-        ["resume"],
-        ["reconnect"],
-        ["touch"],
-        ["health", "nightly"],
-        ["run", "--name", "w", "--restart", "never", "--label", "a", "--label", "b", "--", "ls"],
-        ["agents"],
-        ["agent", "restart", "scanner"],
-        ["agent", "kill", "scanner", "--signal", "KILL"],
-        ["logs", "scanner", "-n", "50", "-f"],
-        ["logs"],
-        ["events", "-n", "5", "-f"],
-        ["history", "-n", "3"],
-        ["show", "nightly"],
-        ["export", "nightly", "-o", "out.json"],
-        ["metrics", "--prometheus"],
-        ["cleanup", "--orphans-only"],
-        ["report", "--metric", "tokens=1500", "--metric", "cost=0.5", "--error", "boom"],
-        ["report", "--checkpoint", "-"],
-        ["--rpc-timeout", "0", "status"],
-    ],
-)
+VALID_ARGV = [
+    ["status"],
+    ["--json", "status"],
+    ["status", "--json", "--socket", "/tmp/x.sock"],
+    ["start"],
+    ["start", "nightly", "--template", "backtest", "--timeout", "45m", "--idle-after", "2m"],
+    ["start", "--error-threshold", "3", "--max-duration", "1h30m", "--stop-at", "16:00"],
+    ["start", "--set", "error_window=10m", "--set", "max-agents=4", "--from", "old"],
+    ["start", "--wait"],
+    ["start", "--wait=90s", "nightly"],
+    ["join"],
+    ["join", "nightly"],
+    ["leave"],
+    ["stop", "nightly"],
+    ["pause", "--reason", "lunch"],
+    ["resume"],
+    ["reconnect"],
+    ["touch"],
+    ["health", "nightly"],
+    ["run", "--name", "w", "--restart", "never", "--label", "a", "--label", "b", "--", "ls"],
+    ["agents"],
+    ["agent", "restart", "scanner"],
+    ["agent", "kill", "scanner", "--signal", "KILL"],
+    ["logs", "scanner", "-n", "50", "-f"],
+    ["logs"],
+    ["events", "-n", "5", "-f"],
+    ["history", "-n", "3"],
+    ["show", "nightly"],
+    ["export", "nightly", "-o", "out.json"],
+    ["metrics", "--prometheus"],
+    ["cleanup", "--orphans-only"],
+    ["report", "--metric", "tokens=1500", "--metric", "cost=0.5", "--error", "boom"],
+    ["report", "--checkpoint", "-"],
+    ["--rpc-timeout", "0", "status"],
+]
+
+
+@pytest.mark.parametrize("argv", VALID_ARGV)
 def test_every_command_parses(argv: list[str]) -> None:
     assert parse(*argv).command == next(word for word in argv if word in cli.COMMANDS)
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        [],
-        ["frobnicate"],
-        ["start", "--timeout", "soon"],
-        ["start", "--timeout", "-5"],
-        ["start", "--error-threshold", "0"],
-        ["start", "--stop-at", "25:00"],
-        ["start", "--set", "novalue"],
-        ["start", "--set", "name=x"],
-        ["start", "--wait=later"],
-        ["start", "--wai"],  # no abbreviations: scripts must not break when options are added
-        ["agent", "pause", "x"],
-        ["agent", "kill"],
-        ["run"],
-        ["run", "--restart", "sometimes", "--", "ls"],
-        ["logs", "-n", "0"],
-        ["history", "-n", "many"],
-        ["show"],
-        ["report", "--metric", "tokens=lots"],
-        ["status", "--rpc-timeout", "soon"],
-        ["leave", "nightly"],
-    ],
-)
+USAGE_ERRORS = [
+    [],
+    ["frobnicate"],
+    ["start", "--timeout", "soon"],
+    ["start", "--timeout", "-5"],
+    ["start", "--error-threshold", "0"],
+    ["start", "--stop-at", "25:00"],
+    ["start", "--set", "novalue"],
+    ["start", "--set", "name=x"],
+    ["start", "--wait=later"],
+    ["start", "--wai"],  # no abbreviations: scripts must not break when options are added
+    ["agent", "pause", "x"],
+    ["agent", "kill"],
+    ["run"],
+    ["run", "--restart", "sometimes", "--", "ls"],
+    ["logs", "-n", "0"],
+    ["history", "-n", "many"],
+    ["show"],
+    ["report", "--metric", "tokens=lots"],
+    ["status", "--rpc-timeout", "soon"],
+    ["leave", "nightly"],
+]
+
+
+@pytest.mark.parametrize("argv", USAGE_ERRORS)
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert "usage:" in capsys.readouterr().err
@@ -156,6 +157,155 @@ def test_set_and_metric_values() -> None:
     assert args.settings == [("idle_after", "2m"), ("error_threshold", "3")]
     args = parse("report", "--metric", "tokens=1500", "--metric", "cost=0.025")
     assert args.metrics == [("tokens", 1500), ("cost", 0.025)]
+
+
+# ---------------------------------------------------------------- one subparser, or none
+
+
+def outcome(parse: Callable[[], Any], capsys: pytest.CaptureFixture[str]) -> tuple[Any, str, str]:
+    """What a parse gives (its namespace or its exit status) and prints."""
+    try:
+        result = vars(parse())
+    except SystemExit as exc:
+        result = exc.code
+    out, err = capsys.readouterr()
+    return result, out, err
+
+
+EVERY_COMMAND_ARGV = [
+    argv
+    for name in cli.COMMANDS
+    for argv in (
+        [name],
+        [name, "--help"],
+        ["--json", name, "-h"],
+        [name, "--bogus"],
+        ["--socket", "/s", name, "--rpc-timeout", "5", "--json"],
+        ["--socket=/s", "--rpc-timeout=1m", name, "some", "words"],
+        ["--version", name],
+    )
+]
+OTHER_ARGV = [
+    ["--help"],
+    ["-h", "status"],
+    ["--json"],
+    ["--socket", "status"],
+    ["--socket"],
+    ["--json=yes", "status"],
+    ["--", "status"],
+    ["--sock", "/s", "status"],
+    ["--rpc-timeout", "-5", "status"],
+    ["status", "--socket"],
+    ["status", "--socket", "-x"],
+    ["status", "--json=1"],
+    ["status", "status"],
+    ["status", "--"],
+    ["--socket=", "status"],
+    ["--socket", "/a", "agents", "--socket=/b", "--rpc-timeout=0"],
+]
+
+
+@pytest.mark.parametrize("argv", VALID_ARGV + USAGE_ERRORS + EVERY_COMMAND_ARGV + OTHER_ARGV)
+def test_main_parses_like_the_whole_tree(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One subparser (or parse_plain) gives what the whole tree gives, errors and help too."""
+    argv = cli.rewrite_bare_wait(argv)
+    whole = outcome(lambda: cli.build_parser().parse_args(argv), capsys)
+    command = cli.command_word(argv)
+    assert outcome(lambda: cli.build_parser(command).parse_args(argv), capsys) == whole
+    plain = cli.parse_plain(argv)
+    assert plain is None or vars(plain) == whole[0]
+    if not isinstance(whole[0], dict):  # help, version or a usage error: main says the same
+        assert (main(argv), *capsys.readouterr()) == whole
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["status"], "status"),
+        (["--socket", "/s", "--json", "--rpc-timeout", "5", "agent", "kill", "x"], "agent"),
+        (["--socket=/s", "--rpc-timeout=5", "--version", "start", "--wait"], "start"),
+        (["--socket", "start", "status"], "status"),  # start is the socket
+        ([], None),
+        (["frobnicate", "status"], None),
+        (["-h", "status"], None),
+        (["--help", "status"], None),
+        (["--socket", "status"], None),
+        (["--json=1", "status"], None),
+        (["--", "status"], None),
+    ],
+)
+def test_command_word(argv: list[str], command: str | None) -> None:
+    assert cli.command_word(argv) == command
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        *([name] for name, command in cli.COMMANDS.items() if not command.args),
+        ["status", "--json", "--socket", "/tmp/x.sock"],
+        ["--json", "--socket=/a", "--rpc-timeout", "1m", "agents", "--socket", "/b"],
+        ["leave", "--rpc-timeout=0", "--json", "--json"],
+        ["--socket=-odd-", "touch"],
+    ],
+)
+def test_plain_command_lines_skip_argparse(argv: list[str]) -> None:
+    plain = cli.parse_plain(argv)
+    assert plain is not None
+    assert vars(plain) == vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--json"],
+        ["start"],
+        ["history"],
+        ["leave", "nightly"],
+        ["status", "status"],
+        ["status", "-h"],
+        ["--version", "status"],
+        ["status", "--rpc-timeout", "soon"],
+        ["status", "--rpc-timeout=-5"],
+        ["status", "--socket"],
+        ["status", "--socket", "--json"],
+        ["status", "--json=1"],
+        ["status", "--"],
+    ],
+)
+def test_other_command_lines_go_to_argparse(argv: list[str]) -> None:
+    assert cli.parse_plain(argv) is None
+
+
+@pytest.mark.parametrize("columns", [None, "40", "200", "0", "-3", "wide"])
+def test_help_is_as_wide_as_argparse_makes_it(
+    columns: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil  # noqa: PLC0415 -- what argparse itself asks, and sessionc does not import
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert cli.terminal_columns() == shutil.get_terminal_size().columns
+
+
+@pytest.mark.parametrize("columns", ["40", "100"])
+def test_help_is_formatted_as_by_argparse(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", columns)
+    parser = cli.build_parser()
+    helps = [parser.format_help()]
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    assert parser.format_help() == helps[0]
+    (subparsers,) = (action for action in parser._actions if action.dest == "command")
+    assert isinstance(subparsers.choices, dict)
+    assert list(subparsers.choices) == list(cli.COMMANDS)
+    for sub in subparsers.choices.values():
+        helps.append(sub.format_help())
+        sub.formatter_class = argparse.HelpFormatter
+        assert sub.format_help() == helps[-1]
 
 
 # ---------------------------------------------------------------- durations
@@ -750,11 +900,11 @@ def test_report_and_checkpoint(fake: Any, monkeypatch: pytest.MonkeyPatch, short
 HEAVY = {"psutil", "pyroute2", "jsonrpcserver", "sqlite3", "_sqlite3", "asyncio", "platformdirs"}
 
 
-def test_sessionc_imports_nothing_heavy(short_tmp: Path) -> None:
+def imported_by(argv: list[str]) -> set[str]:
+    """The top-level packages that `sessionc ARGV` imports; ARGV must fail to connect."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIOND_")}
-    argv = [sys.executable, "-X", "importtime", "-m", "sessiond.cli"]
     proc = subprocess.run(
-        [*argv, "--socket", str(short_tmp / "none.sock"), "status"],
+        [sys.executable, "-X", "importtime", "-m", "sessiond.cli", *argv],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -769,4 +919,19 @@ def test_sessionc_imports_nothing_heavy(short_tmp: Path) -> None:
         if line.startswith("import time:") and "|" in line
     }
     assert "sessiond" in imported  # the output was parsed
+    return imported
+
+
+def test_sessionc_imports_nothing_heavy(short_tmp: Path) -> None:
+    imported = imported_by(["--socket", str(short_tmp / "none.sock"), "status"])
     assert not imported & HEAVY, sorted(imported & HEAVY)
+
+
+def test_sessionc_status_imports_only_what_it_needs(short_tmp: Path) -> None:
+    socket_path = str(short_tmp / "none.sock")
+    unneeded = {"argparse", "shutil", "datetime", "signal", "locale", "gettext"}
+    imported = imported_by(["--socket", socket_path, "status", "--json"])
+    assert not imported & unneeded, sorted(imported & unneeded)
+    imported = imported_by(["--socket", socket_path, "history", "-n", "3"])  # argparse's turn
+    assert "argparse" in imported
+    assert not imported & {"shutil", "bz2", "lzma"}, sorted(imported)

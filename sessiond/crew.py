@@ -1,0 +1,249 @@
+"""A session's agents: who runs them, in which directory, with which environment.
+
+Agents run with the rights of whoever they are for, never more: an ad-hoc
+agent as the caller (uid, gid and groups as the kernel reported them), a
+template agent as the session owner or the user its config names. The
+checks that the kernel would not make for us happen here: the daemon's
+`chdir()` runs before it drops privileges, so a caller's working directory
+is checked against the caller's own search rights first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import stat
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .access import Peer, groups_of
+from .agent import describe_exit
+from .config import AgentSpec, RestartPolicy
+from .errors import InvalidParams, LimitReached, PermissionDenied
+from .records import NAME_RE, rfc3339
+from .supervisor import DEFAULT_PATH, Agent
+
+CHECKPOINT_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Whose rights an agent runs with."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    user: str
+    home: str
+    shell: str
+
+    @classmethod
+    def for_peer(cls, peer: Peer) -> Runner:
+        try:
+            entry = pwd.getpwuid(peer.uid)
+            name, home, shell = entry.pw_name, entry.pw_dir, entry.pw_shell
+        except KeyError:
+            name, home, shell = str(peer.uid), "/", "/bin/sh"
+        groups = tuple(sorted(peer.groups)) or (peer.gid,)
+        return cls(peer.uid, peer.gid, groups, name, home, shell)
+
+    @classmethod
+    def for_user(cls, name: str) -> Runner:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise PermissionDenied(
+                f"unable to run an agent as user {name!r}: no such user",
+                "fix 'user' in the agent's config",
+            ) from None
+        groups = tuple(sorted(groups_of(entry.pw_uid, entry.pw_gid)))
+        return cls(entry.pw_uid, entry.pw_gid, groups, name, entry.pw_dir, entry.pw_shell)
+
+
+def may_enter(path: str, runner: Runner) -> bool:
+    """Whether `runner` could chdir() into `path` itself (mode bits; ACLs are not read)."""
+    if runner.uid == 0:
+        return os.path.isdir(path)
+    target = Path(path)
+    for part in [*reversed(target.parents), target]:
+        try:
+            st = os.stat(part)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+        if st.st_uid == runner.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in runner.groups or st.st_gid == runner.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def check_daemon_can_run_as(runner: Runner) -> None:
+    if os.geteuid() != 0 and runner.uid != os.geteuid():
+        raise PermissionDenied(
+            f"unable to run an agent as {runner.user}: this sessiond runs as uid "
+            f"{os.geteuid()} and cannot switch users",
+            "run the system daemon (as root) to host agents of several users",
+        )
+
+
+class Crew:
+    """The agents of every session that still has some, by session and by token."""
+
+    def __init__(self, state_dir: Path, socket: str) -> None:
+        self.state_dir = state_dir
+        self.socket = socket
+        self.instance = str(state_dir)
+        self.sessions: dict[str, dict[str, Agent]] = {}
+        self.by_token: dict[str, Agent] = {}
+
+    def agents(self, session_id: str) -> list[Agent]:
+        return list(self.sessions.get(session_id, {}).values())
+
+    def get(self, session_id: str, name: str) -> Agent | None:
+        return self.sessions.get(session_id, {}).get(name)
+
+    def add(
+        self,
+        session: Any,
+        spec: AgentSpec,
+        *,
+        runner: Runner,
+        cwd: str,
+        checkpoint: Any = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Agent:
+        """Register (not start) an agent of `session` (a records.Session)."""
+        mine = self.sessions.setdefault(session.id, {})
+        if len(mine) >= session.settings.max_agents:
+            raise LimitReached(
+                f"session {session.name} already has {len(mine)} agents (max_agents)",
+                "stop one first, or start the session with a higher --set max_agents=N",
+            )
+        token = secrets.token_urlsafe(24)
+        agent = Agent(
+            name=spec.name,
+            session_id=session.id,
+            session_name=session.name,
+            spec=spec,
+            uid=runner.uid,
+            gid=runner.gid,
+            groups=runner.groups,
+            token=token,
+            cwd=cwd,
+            env={},
+            log_path=self.state_dir / "logs" / session.id / f"{spec.name}.log",
+        )
+        if checkpoint is not None:
+            agent.extra["checkpoint"] = self._write_checkpoint(agent, checkpoint)
+        agent.env = self._environment(agent, runner, {**dict(spec.env), **(extra_env or {})})
+        mine[agent.name] = agent
+        self.by_token[token] = agent
+        return agent
+
+    def forget(self, session_id: str) -> None:
+        for agent in self.sessions.pop(session_id, {}).values():
+            self.by_token.pop(agent.token, None)
+
+    def unique_name(self, session_id: str, wanted: str) -> str:
+        taken = self.sessions.get(session_id, {})
+        if wanted not in taken:
+            return wanted
+        return next(f"{wanted}-{n}" for n in range(2, 10_000) if f"{wanted}-{n}" not in taken)
+
+    def _environment(
+        self, agent: Agent, runner: Runner, extra: Mapping[str, str]
+    ) -> dict[str, str]:
+        env = {
+            "PATH": DEFAULT_PATH,
+            "HOME": runner.home,
+            "USER": runner.user,
+            "LOGNAME": runner.user,
+            "SHELL": runner.shell,
+            **extra,
+            "SESSIOND_SOCKET": self.socket,
+            "SESSIOND_SESSION": agent.session_name,
+            "SESSIOND_SESSION_ID": agent.session_id,
+            "SESSIOND_AGENT": agent.name,
+            "SESSIOND_AGENT_TOKEN": agent.token,
+            "SESSIOND_INSTANCE": self.instance,
+        }
+        if "checkpoint" in agent.extra:
+            env["SESSIOND_CHECKPOINT"] = agent.extra["checkpoint"]
+        return env
+
+    def _write_checkpoint(self, agent: Agent, data: Any) -> str:
+        folder = self.state_dir / "checkpoints" / agent.session_id
+        folder.mkdir(parents=True, exist_ok=True)
+        # Agents of other users must reach their own file by path: search, not list.
+        for path in (self.state_dir, self.state_dir / "checkpoints", folder):
+            os.chmod(path, 0o711)
+        path = folder / f"{agent.name}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        if os.geteuid() == 0:
+            os.chown(path, agent.uid, agent.gid)
+        return str(path)
+
+
+def adhoc_spec(
+    name: str, command: list[str], restart: str | None, labels: Iterable[str], needs_network: bool
+) -> AgentSpec:
+    """The AgentSpec of a `sessionc run`, with the [agents.*] defaults for the rest."""
+    if not command or not all(isinstance(c, str) and c for c in command):
+        raise InvalidParams(
+            "param 'command' must be a non-empty list of non-empty strings",
+            "pass the program and its arguments: sessionc run -- CMD ARG…",
+        )
+    try:
+        policy = RestartPolicy(restart or "on-failure")
+    except ValueError:
+        raise InvalidParams(
+            f"param 'restart' must be on-failure, always or never (got {restart!r})",
+            "sessionc run --restart always -- CMD",
+        ) from None
+    bad = [label for label in labels if not isinstance(label, str) or not NAME_RE.fullmatch(label)]
+    if bad or not NAME_RE.fullmatch(name):
+        raise InvalidParams(
+            f"invalid agent name or label: {', '.join(map(repr, bad or [name]))}",
+            "names and labels are letters, digits, '.', '_' or '-'",
+        )
+    return AgentSpec(
+        name=name,
+        command=tuple(command),
+        restart=policy,
+        needs_network=needs_network,
+        labels=tuple(labels),
+    )
+
+
+def agent_wire(agent: Agent, facts: Mapping[str, Any]) -> dict[str, Any]:
+    running = agent.pid is not None
+    return {
+        "name": agent.name,
+        "session": agent.session_name,
+        "state": agent.state.value,
+        "pid": agent.pid,
+        "started_at": rfc3339(agent.started_at),
+        "uptime": round(time.monotonic() - agent.started_mono, 3) if running else None,
+        "restarts": agent.restarts,
+        "exit_code": agent.exit_code,
+        "exit": describe_exit(agent.exit_code) if agent.exit_code is not None else None,
+        "cpu_percent": facts.get("cpu_percent"),
+        "rss": facts.get("rss"),
+        "labels": list(agent.labels),
+        "command": list(agent.spec.command),
+        "uid": agent.uid,
+        "restart": agent.spec.restart.value,
+    }

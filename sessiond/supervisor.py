@@ -1,0 +1,267 @@
+"""The agent supervisor: spawn, reap, restart, signal, stop. The I/O shell.
+
+Decisions come from agent.py (`step`, `on_exit`); this module carries them
+out on real processes. Deaths are learnt from SIGCHLD (waitpid gives the
+status) the moment they happen; a restart that is due at once happens inside
+that handler. Each agent leads its own session and process group (setsid), so
+signals go to the group and a daemon that dies does not take paused agents
+with it. Stopping finds stragglers that left the group through the
+environment marker (procs.members) and waits on pidfds, never by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import procs
+from .agent import AgentEvent, AgentRefused, AgentState, Exit, describe_exit, on_exit, step
+from .config import AgentSpec
+
+log = logging.getLogger("sessiond.agents")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+class SpawnError(Exception):
+    """An agent's command could not be started; the message names both."""
+
+
+class Hooks(Protocol):
+    def agent_changed(self, agent: Agent, kind: str, message: str) -> None: ...
+    def agent_error(self, agent: Agent, message: str) -> None: ...
+
+
+@dataclass(eq=False)
+class Agent:
+    """One supervised agent, across its restarts."""
+
+    name: str
+    session_id: str
+    session_name: str
+    spec: AgentSpec
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    token: str
+    cwd: str
+    env: dict[str, str]
+    log_path: Path
+    state: AgentState = AgentState.STOPPED
+    pid: int | None = None
+    start_ticks: int | None = None
+    started_mono: float = 0.0
+    started_at: float | None = None
+    restarts: int = 0
+    quick_exits: int = 0
+    exit_code: int | None = None
+    signal_sent: bool = False
+    timer: asyncio.TimerHandle | None = None
+    ended: asyncio.Future[int] | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    stats: Any = None  # psutil.Process, made on first use
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+
+class Supervisor:
+    def __init__(
+        self, instance: str, hooks: Hooks, spawn_task: Callable[[Coroutine[Any, Any, Any]], Any]
+    ) -> None:
+        self.instance = instance
+        self.hooks = hooks
+        self.spawn_task = spawn_task
+        self.by_pid: dict[int, Agent] = {}
+
+    # -- spawning ------------------------------------------------------------
+
+    def spawn(self, agent: Agent) -> None:
+        """Start the process of an agent in `starting`; SpawnError names command and reason."""
+        try:
+            agent.popen = self._popen(agent)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            agent.state = step(agent.state, AgentEvent.SPAWN_FAILED)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            message = f"unable to start agent {agent.name}: {agent.spec.command[0]}: {reason}"
+            self.hooks.agent_changed(agent, "agent.failed", message)
+            raise SpawnError(message) from None
+        pid = agent.popen.pid
+        agent.pid, agent.start_ticks = pid, procs.start_time(pid)
+        agent.started_mono, agent.started_at = time.monotonic(), time.time()
+        agent.signal_sent, agent.stats = False, None  # exit_code stays: the last run's
+        agent.ended = asyncio.get_running_loop().create_future()
+        self.by_pid[pid] = agent
+        agent.state = step(agent.state, AgentEvent.SPAWNED)
+        self.hooks.agent_changed(agent, "agent.started", f"agent {agent.name} started (pid {pid})")
+
+    def _popen(self, agent: Agent) -> subprocess.Popen[bytes]:
+        switch = os.geteuid() == 0 and (agent.uid, agent.gid) != (0, 0)
+        agent.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        out = os.open(agent.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            return subprocess.Popen(
+                agent.spec.command,
+                cwd=agent.cwd,
+                env=agent.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                close_fds=True,
+                user=agent.uid if switch else None,
+                group=agent.gid if switch else None,
+                extra_groups=list(agent.groups) if switch else None,
+            )
+        finally:
+            os.close(out)
+
+    # -- deaths --------------------------------------------------------------
+
+    def reap(self) -> None:
+        """SIGCHLD: collect every dead child; agents get their exit handled."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            agent = self.by_pid.pop(pid, None)
+            if agent is not None:
+                self._exited(agent, os.waitstatus_to_exitcode(status))
+
+    def _exited(self, agent: Agent, code: int) -> None:
+        if agent.popen is not None:
+            agent.popen.returncode = code  # reaped here, not by Popen
+        agent.exit_code, agent.pid = code, None
+        ran_for = time.monotonic() - agent.started_mono
+        stopping = agent.state is AgentState.STOPPING
+        verdict = on_exit(
+            Exit(code, ran_for, agent.signal_sent, stopping), agent.spec, agent.quick_exits
+        )
+        agent.quick_exits = verdict.quick_exits
+        agent.state = step(agent.state, verdict.event)
+        if agent.ended is not None and not agent.ended.done():
+            agent.ended.set_result(code)
+        self.hooks.agent_changed(
+            agent, f"agent.{agent.state.value}", f"agent {agent.name} {verdict.reason}"
+        )
+        if verdict.error:
+            self.hooks.agent_error(agent, f"agent {agent.name} {describe_exit(code)}")
+        if verdict.event is AgentEvent.EXIT_RESTART and agent.state is AgentState.BACKOFF:
+            self._schedule_restart(agent, verdict.delay)
+
+    def _schedule_restart(self, agent: Agent, delay: float) -> None:
+        if delay <= 0:
+            self._restart_now(agent)
+            return
+        agent.timer = asyncio.get_running_loop().call_later(delay, self._restart_now, agent)
+
+    def _restart_now(self, agent: Agent) -> None:
+        agent.timer = None
+        if agent.state is not AgentState.BACKOFF:
+            return
+        agent.state = step(agent.state, AgentEvent.BACKOFF_OVER)
+        agent.restarts += 1
+        try:
+            self.spawn(agent)
+        except SpawnError as exc:
+            self.hooks.agent_error(agent, str(exc))
+
+    # -- control -------------------------------------------------------------
+
+    def start(self, agent: Agent) -> None:
+        """A fresh start (a user's, or a reconnect's): the crash count begins again."""
+        agent.state = step(agent.state, AgentEvent.START)
+        agent.quick_exits = 0
+        if agent.state is AgentState.STARTING:
+            self.spawn(agent)
+
+    def pause(self, agent: Agent) -> None:
+        if agent.state is AgentState.RUNNING and agent.pid is not None:
+            self._signal(agent, signal.SIGSTOP)
+            agent.state = step(agent.state, AgentEvent.PAUSE)
+            self.hooks.agent_changed(agent, "agent.paused", f"agent {agent.name} paused")
+
+    def resume(self, agent: Agent) -> None:
+        if agent.state is AgentState.PAUSED and agent.pid is not None:
+            self._signal(agent, signal.SIGCONT)
+            agent.state = step(agent.state, AgentEvent.RESUME)
+            self.hooks.agent_changed(agent, "agent.running", f"agent {agent.name} resumed")
+
+    def kill(self, agent: Agent, sig: int) -> None:
+        if agent.pid is None:
+            raise AgentRefused(agent.state, AgentEvent.STOP)
+        agent.signal_sent = True  # a user's kill is deliberate: not counted as an error
+        self._signal(agent, sig)
+
+    def _signal(self, agent: Agent, sig: int) -> None:
+        if agent.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(agent.pid, sig)
+
+    async def stop(self, agent: Agent) -> None:
+        """SIGTERM to the agent's group and stragglers; SIGKILL after stop_timeout."""
+        if agent.timer is not None:
+            agent.timer.cancel()
+            agent.timer = None
+        if agent.state in (AgentState.BACKOFF, AgentState.STARTING):
+            agent.state = step(agent.state, AgentEvent.STOP)
+            self.hooks.agent_changed(agent, "agent.stopped", f"agent {agent.name} stopped")
+            return
+        if agent.pid is None or agent.state is AgentState.STOPPING:
+            return
+        agent.state = step(agent.state, AgentEvent.STOP)
+        agent.signal_sent = True
+        pgid, ended = agent.pid, agent.ended
+        everyone = procs.members(pgid, self.instance, agent.token)
+        procs.signal_all(pgid, everyone, signal.SIGTERM)
+        procs.signal_all(pgid, everyone, signal.SIGCONT)  # a stopped process cannot act on TERM
+        deadline = time.monotonic() + agent.spec.stop_timeout
+        left = await procs.wait_gone(everyone | {pgid}, agent.spec.stop_timeout)
+        if left:
+            log.warning(
+                "agent %s did not stop within %gs of SIGTERM; sending SIGKILL to %s",
+                agent.name,
+                agent.spec.stop_timeout,
+                sorted(left),
+            )
+            procs.signal_all(
+                pgid, left | procs.members(pgid, self.instance, agent.token), signal.SIGKILL
+            )
+        if ended is not None:
+            await asyncio.wait_for(asyncio.shield(ended), max(1.0, deadline - time.monotonic()))
+
+    async def stop_all(self, agents: list[Agent]) -> None:
+        if agents:
+            await asyncio.gather(*(self.stop(a) for a in agents))
+
+    # -- facts ---------------------------------------------------------------
+
+    def facts(self, agent: Agent) -> dict[str, Any]:
+        """CPU% since the last ask and RSS, from psutil, sampled only when asked."""
+        if agent.pid is None:
+            return {"cpu_percent": None, "rss": None}
+        import psutil  # noqa: PLC0415 -- loaded on the first status that shows agents
+
+        try:
+            if agent.stats is None or agent.stats.pid != agent.pid:
+                agent.stats = psutil.Process(agent.pid)
+            with agent.stats.oneshot():
+                return {
+                    "cpu_percent": agent.stats.cpu_percent(None),
+                    "rss": agent.stats.memory_info().rss,
+                }
+        except psutil.Error:
+            return {"cpu_percent": None, "rss": None}

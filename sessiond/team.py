@@ -1,0 +1,389 @@
+"""The live session's agents as the session sees them: launch, control, errors.
+
+`Team` is the supervisor's `Hooks`: every agent change is written to the
+store and published as an event, every counted error goes to the session's
+error window, and reaching `error_threshold` disconnects the session. Agent
+changes come in bursts (a crash loop, 200 agents starting), so their rows
+are written in one transaction per turn of the event loop, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from . import logs, procs
+from .agent import AgentRefused
+from .config import AgentSpec
+from .crew import (
+    CHECKPOINT_MAX_BYTES,
+    Crew,
+    Runner,
+    adhoc_spec,
+    agent_wire,
+    check_daemon_can_run_as,
+    may_enter,
+)
+from .errors import (
+    AgentNotFound,
+    BadToken,
+    DomainError,
+    InvalidParams,
+    InvalidState,
+    PermissionDenied,
+)
+from .policy import errors_in_window
+from .records import Session, rfc3339
+from .session import Event, State
+from .store import Store
+from .supervisor import Agent, SpawnError, Supervisor
+
+if TYPE_CHECKING:
+    from .access import Peer
+    from .manager import Manager
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
+METRIC_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
+RUNNABLE = (State.ACTIVE, State.IDLE)
+
+
+class Team:
+    def __init__(self, manager: Manager, store: Store, crew: Crew, spawn: Spawn) -> None:
+        self.manager = manager
+        self.store = store
+        self.crew = crew
+        self.spawn = spawn
+        self.supervisor = Supervisor(crew.instance, self, spawn)
+        daemon = manager.config.daemon
+        self.logs = logs.Watcher(daemon.log_max_bytes, daemon.log_files, self._lines, self._wanted)
+        self.error_times: list[float] = []
+        self._dirty: dict[Agent, None] = {}
+        self._pending_events: list[tuple[Agent, str, str]] = []
+        self._flush_armed = False
+
+    # -- Hooks ---------------------------------------------------------------
+
+    def agent_changed(self, agent: Agent, kind: str, message: str) -> None:
+        if kind == "agent.started":
+            self.logs.follow(_log_key(agent), agent.log_path)
+        self._dirty[agent] = None
+        self._pending_events.append((agent, kind, message))
+        if not self._flush_armed:
+            self._flush_armed = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _lines(self, key: str, lines: list[str]) -> None:
+        session_id, name = key.split("/", 1)
+        live = self.manager.live
+        if live is not None and live.id == session_id:
+            self.manager.outlet.publish_lines(name, live.name, lines)
+
+    def _wanted(self, key: str) -> bool:
+        session_id, name = key.split("/", 1)
+        live = self.manager.live
+        return (
+            live is not None and live.id == session_id and self.manager.outlet.wants(f"logs:{name}")
+        )
+
+    def follow_logs(self, agent: Agent) -> None:
+        """A logs:AGENT subscriber arrived: send it lines from now on."""
+        self.logs.subscribed(_log_key(agent))
+
+    def agent_error(self, agent: Agent, message: str) -> None:
+        live = self.manager.live
+        if live is None or live.id != agent.session_id:
+            return
+        now = time.time()
+        with self.store.transaction():
+            self.store.add_error(live.id, now, agent.name, message)
+        self.error_times.append(now)
+        self._check_threshold(live, now)
+
+    def _check_threshold(self, live: Session, now: float) -> None:
+        s = live.settings
+        count = self.error_count(live, now)
+        if count >= s.error_threshold and live.state in (
+            State.ACTIVE,
+            State.IDLE,
+            State.PAUSED,
+            State.SUSPENDED,
+        ):
+            self.manager.move(
+                Event.ERROR_THRESHOLD,
+                "session.disconnected",
+                f"session {live.name} disconnected: {count} errors within "
+                f"{s.error_window:g}s (threshold {s.error_threshold})",
+            )
+
+    def _flush(self) -> None:
+        self._flush_armed = False
+        dirty, events = list(self._dirty), self._pending_events
+        self._dirty, self._pending_events = {}, []
+        with self.manager.transaction():
+            for agent in dirty:
+                self.store.save_agent(_agent_row(agent))
+            for agent, kind, message in events:
+                self.manager.event_for(
+                    agent.session_id,
+                    agent.session_name,
+                    kind,
+                    message,
+                    {"agent": agent.name, "pid": agent.pid, "exit_code": agent.exit_code},
+                )
+
+    # -- the session's agents ------------------------------------------------
+
+    def error_count(self, session: Session, now: float) -> int:
+        since = max(session.errors_reset_at or 0.0, now - session.settings.error_window)
+        return errors_in_window([t for t in self.error_times if t > since], now, float("inf"))
+
+    def launch(
+        self, session: Session, specs: list[AgentSpec], checkpoints: dict[str, Any]
+    ) -> str | None:
+        """Start the template's agents; the first that cannot start fails the launch."""
+        for spec in specs:
+            runner = Runner.for_user(spec.user) if spec.user else _owner_runner(session)
+            try:
+                check_daemon_can_run_as(runner)
+                agent = self.crew.add(
+                    session,
+                    spec,
+                    runner=runner,
+                    cwd=spec.cwd or runner.home,
+                    checkpoint=checkpoints.get(spec.name),
+                )
+                self.supervisor.start(agent)
+            except DomainError as exc:
+                return exc.message
+            except (SpawnError, AgentRefused) as exc:
+                return str(exc)
+        return None
+
+    def pause_all(self, session_id: str, network_only: bool = False) -> None:
+        for agent in self.crew.agents(session_id):
+            if agent.spec.needs_network or not network_only:
+                self.supervisor.pause(agent)
+
+    def resume_all(self, session_id: str, network_only: bool = False) -> None:
+        for agent in self.crew.agents(session_id):
+            if agent.spec.needs_network or not network_only:
+                self.supervisor.resume(agent)
+
+    def restart_all(self, session_id: str) -> None:
+        for agent in self.crew.agents(session_id):
+            try:
+                self.supervisor.start(agent)
+            except SpawnError as exc:
+                self.agent_error(agent, str(exc))
+
+    async def stop_all(self, session_id: str, forget: bool) -> None:
+        agents = self.crew.agents(session_id)
+        await self.supervisor.stop_all(agents)
+        if forget:
+            for agent in agents:
+                self.logs.forget(_log_key(agent))
+            self.crew.forget(session_id)
+
+    def wire(self, session: Session) -> list[dict[str, Any]]:
+        agents = self.crew.agents(session.id)
+        if not agents and not session.state.live:
+            return [_stored_wire(r, session.name) for r in self.store.agents(session.id)]
+        return [agent_wire(a, self.supervisor.facts(a)) for a in agents]
+
+    # -- calls ---------------------------------------------------------------
+
+    def run(
+        self,
+        peer: Peer,
+        live: Session,
+        *,
+        command: list[str],
+        name: str | None,
+        cwd: str | None,
+        env: dict[str, Any] | None,
+        restart: str | None,
+        labels: list[Any],
+        needs_network: bool,
+    ) -> Agent:
+        if live.state not in RUNNABLE:
+            raise InvalidState(
+                f"session {live.name} is {live.state.value}: no agents start now",
+                f"'sessionc health {live.name}' says what to do",
+            )
+        runner = Runner.for_peer(peer)
+        check_daemon_can_run_as(runner)
+        where = cwd or runner.home
+        if not os.path.isabs(where) or not may_enter(where, runner):
+            raise InvalidParams(
+                f"unable to run in {where}: {runner.user} may not enter it",
+                "run from a directory you can enter, or pass cwd",
+            )
+        wanted = os.path.basename(command[0]) if command and isinstance(command[0], str) else ""
+        chosen = name or self.crew.unique_name(live.id, wanted or "agent")
+        checkpoint = self.manager.parent_checkpoints(live).get(chosen)
+        spec = adhoc_spec(chosen, command, restart, labels, needs_network)
+        if self.crew.get(live.id, spec.name):
+            raise InvalidParams(
+                f"session {live.name} already has an agent named {spec.name}", "pick another --name"
+            )
+        extra = {str(k): str(v) for k, v in (env or {}).items()}
+        agent = self.crew.add(
+            live, spec, runner=runner, cwd=where, checkpoint=checkpoint, extra_env=extra
+        )
+        try:
+            self.supervisor.start(agent)
+        except SpawnError as exc:
+            self.crew.sessions[live.id].pop(agent.name, None)
+            raise InvalidParams(
+                str(exc), "check the command name and that it is executable"
+            ) from None
+        return agent
+
+    def find(self, live: Session, name: str) -> Agent:
+        agent = self.crew.get(live.id, name)
+        if agent is None:
+            names = ", ".join(a.name for a in self.crew.agents(live.id)) or "none"
+            raise AgentNotFound(
+                f"session {live.name} has no agent named {name!r}", f"its agents: {names}"
+            )
+        return agent
+
+    def start(self, live: Session, name: str) -> Agent:
+        agent = self.find(live, name)
+        try:
+            self.supervisor.start(agent)
+        except SpawnError as exc:
+            raise InvalidParams(str(exc), "check the agent's command") from None
+        except AgentRefused as exc:
+            raise InvalidState(
+                f"agent {name}: {exc}", f"stop it first: sessionc agent stop {name}"
+            ) from None
+        return agent
+
+    async def stop(self, live: Session, name: str) -> Agent:
+        agent = self.find(live, name)
+        await self.supervisor.stop(agent)
+        return agent
+
+    def kill(self, live: Session, name: str, sig: Any) -> Agent:
+        agent = self.find(live, name)
+        try:
+            self.supervisor.kill(agent, procs.signal_number(sig if sig is not None else "TERM"))
+        except ValueError as exc:
+            raise InvalidParams(
+                f"param 'signal': {exc}", "use a name like TERM, HUP or a number"
+            ) from None
+        except AgentRefused:
+            raise InvalidState(
+                f"agent {name} is {agent.state.value}: no process to signal",
+                f"start it with 'sessionc agent start {name}'",
+            ) from None
+        return agent
+
+    def by_token(self, token: str) -> Agent:
+        agent = self.crew.by_token.get(token)
+        live = self.manager.live
+        if agent is None or live is None or agent.session_id != live.id:
+            raise BadToken(
+                "that agent token is not valid for the live session",
+                "agent.* calls must come from an agent, with its SESSIOND_AGENT_TOKEN",
+            )
+        return agent
+
+    def report(
+        self, token: str, metrics: dict[str, Any] | None, error: str | None, activity: bool
+    ) -> None:
+        agent = self.by_token(token)
+        for key, value in (metrics or {}).items():
+            if (
+                not METRIC_RE.fullmatch(key)
+                or isinstance(value, bool)
+                or not isinstance(value, int | float)
+            ):
+                raise InvalidParams(
+                    f"metric {key!r} = {value!r}: want a name like tokens and a number",
+                    'for example {"tokens": 1500, "cost": 0.025}',
+                )
+        if metrics:
+            self.manager.add_metrics(metrics)
+        if error:
+            self.agent_error(agent, f"agent {agent.name} reported: {error}")
+        if activity and self.manager.live is not None:
+            self.manager.move(Event.ACTIVITY, None, "")
+
+    def checkpoint(self, token: str, data: Any) -> int:
+        agent = self.by_token(token)
+        encoded = json.dumps(data)
+        if len(encoded.encode()) > CHECKPOINT_MAX_BYTES:
+            raise InvalidParams(
+                f"checkpoint of {len(encoded.encode())} bytes is over 64 KiB",
+                "store a reference (a path) to large state instead",
+            )
+        with self.store.transaction():
+            return self.store.add_checkpoint(agent.session_id, agent.name, time.time(), encoded)
+
+
+def _owner_runner(session: Session) -> Runner:
+    try:
+        return Runner.for_user(session.owner.user)
+    except PermissionDenied:  # an owner unknown to the user database: run as its bare uid
+        return Runner(
+            session.owner.uid,
+            session.owner.uid,
+            (session.owner.uid,),
+            session.owner.user,
+            "/",
+            "/bin/sh",
+        )
+
+
+def _agent_row(agent: Agent) -> dict[str, Any]:
+    spec = agent.spec
+    return {
+        "session_id": agent.session_id,
+        "name": agent.name,
+        "spec": {
+            "command": list(spec.command),
+            "restart": spec.restart.value,
+            "labels": list(spec.labels),
+            "needs_network": spec.needs_network,
+        },
+        "uid": agent.uid,
+        "gid": agent.gid,
+        "token": agent.token,
+        "state": agent.state.value,
+        "pid": agent.pid,
+        "start_ticks": agent.start_ticks,
+        "started_at": agent.started_at,
+        "restarts": agent.restarts,
+        "exit_code": agent.exit_code,
+    }
+
+
+def _stored_wire(row: dict[str, Any], session: str) -> dict[str, Any]:
+    spec = row["spec"]
+    return {
+        "name": row["name"],
+        "session": session,
+        "state": row["state"],
+        "pid": None,
+        "started_at": rfc3339(row["started_at"]),
+        "uptime": None,
+        "restarts": row["restarts"],
+        "exit_code": row["exit_code"],
+        "cpu_percent": None,
+        "rss": None,
+        "labels": spec["labels"],
+        "command": spec["command"],
+        "uid": row["uid"],
+        "restart": spec["restart"],
+    }
+
+
+def _log_key(agent: Agent) -> str:
+    return f"{agent.session_id}/{agent.name}"
