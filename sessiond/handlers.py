@@ -119,7 +119,9 @@ def session_health(ctx: Ctx, name: str | None = None) -> Any:
     {"method": "session.health", "params": {"name": "nightly"}} — sessionc health nightly"""
     manager = ctx.daemon.manager
     if name is None or (manager.live and name in (manager.live.name, manager.live.id)):
-        return health(manager.live, name, time.time())
+        now = time.time()
+        errors = manager.team.error_count(manager.live, now) if manager.live else 0
+        return health(manager.live, name, now, errors)
     try:
         return health(manager.find(name), name, time.time())
     except NoSession:

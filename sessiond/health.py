@@ -21,7 +21,9 @@ def _result(status: str, message: str, *recovery: str) -> dict[str, Any]:
     return {"status": status, "healthy": healthy, "message": message, "recovery": list(recovery)}
 
 
-def health(session: Session | None, asked: str | None, now: float) -> dict[str, Any]:
+def health(
+    session: Session | None, asked: str | None, now: float, errors: int = 0
+) -> dict[str, Any]:
     if session is None:
         if asked:
             return _result(
@@ -31,7 +33,20 @@ def health(session: Session | None, asked: str | None, now: float) -> dict[str, 
                 "sessionc history",
             )
         return _result("not_found", "No session is active.", "sessionc start NAME")
+    if errors and session.state in (State.ACTIVE, State.IDLE):
+        return _errors(session, errors)
     return _BY_STATE[session.state](session, now)
+
+
+def _errors(s: Session, count: int) -> dict[str, Any]:
+    window = format_duration(s.settings.error_window)
+    return _result(
+        "error",
+        f"Session {s.name} has {count} error{'s' if count != 1 else ''} in the last {window}; "
+        f"at {s.settings.error_threshold} its agents are stopped.",
+        "sessionc status  # which agent exits or reports errors",
+        "sessionc logs AGENT -n 50",
+    )
 
 
 def _live(s: Session, now: float) -> dict[str, Any]:

@@ -52,28 +52,42 @@ def _pids() -> Iterator[int]:
             yield int(entry.name)
 
 
-def _environ_has(pid: int, needles: tuple[bytes, ...]) -> bool:
+def _marker(pid: int) -> tuple[str, str] | None:
+    """(instance, token) from a process's environment, if it carries the agent marker."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            env = set(f.read().split(b"\0"))
+            env = f.read()
     except OSError:
-        return False
-    return all(n in env for n in needles)
+        return None
+    if b"SESSIOND_INSTANCE=" not in env:
+        return None
+    found = dict(item.split(b"=", 1) for item in env.split(b"\0") if b"=" in item)
+    instance = found.get(b"SESSIOND_INSTANCE", b"").decode(errors="replace")
+    return instance, found.get(b"SESSIOND_AGENT_TOKEN", b"").decode(errors="replace")
 
 
-def marked(instance: str, token: str | None = None) -> list[int]:
-    """Processes that carry this daemon's marker (and, given, this agent's token)."""
-    needles = [f"SESSIOND_INSTANCE={instance}".encode()]
-    if token is not None:
-        needles.append(f"SESSIOND_AGENT_TOKEN={token}".encode())
-    me = os.getpid()
-    return [pid for pid in _pids() if pid != me and _environ_has(pid, tuple(needles))]
+class Census:
+    """One pass over /proc: process groups, and who carries which agent's marker."""
 
+    def __init__(self, instance: str) -> None:
+        self.groups: dict[int, set[int]] = {}
+        self.tokens: dict[str, set[int]] = {}
+        me = os.getpid()
+        for pid in _pids():
+            fields = _stat_fields(pid)
+            if pid == me or fields is None or fields[0] == "Z":
+                continue
+            self.groups.setdefault(int(fields[2]), set()).add(pid)
+            marker = _marker(pid)
+            if marker is not None and marker[0] == instance:
+                self.tokens.setdefault(marker[1], set()).add(pid)
 
-def members(pgid: int, instance: str, token: str) -> set[int]:
-    """Every live process of an agent: its process group, and whoever carries its marker."""
-    found = {pid for pid in _pids() if process_group(pid) == pgid}
-    return found | set(marked(instance, token))
+    def members(self, pgid: int, token: str) -> set[int]:
+        """Every live process of an agent: its process group, and whoever carries its token."""
+        return self.groups.get(pgid, set()) | self.tokens.get(token, set())
+
+    def marked(self) -> dict[str, set[int]]:
+        return self.tokens
 
 
 def signal_all(pgid: int | None, pids: set[int], sig: int) -> None:

@@ -6,7 +6,7 @@ status) the moment they happen; a restart that is due at once happens inside
 that handler. Each agent leads its own session and process group (setsid), so
 signals go to the group and a daemon that dies does not take paused agents
 with it. Stopping finds stragglers that left the group through the
-environment marker (procs.members) and waits on pidfds, never by polling.
+environment marker (procs.Census) and waits on pidfds, never by polling.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(agent.pid, sig)
 
-    async def stop(self, agent: Agent) -> None:
+    async def stop(self, agent: Agent, census: procs.Census | None = None) -> None:
         """SIGTERM to the agent's group and stragglers; SIGKILL after stop_timeout."""
         if agent.timer is not None:
             agent.timer.cancel()
@@ -225,7 +225,7 @@ class Supervisor:
         agent.state = step(agent.state, AgentEvent.STOP)
         agent.signal_sent = True
         pgid, ended = agent.pid, agent.ended
-        everyone = procs.members(pgid, self.instance, agent.token)
+        everyone = (census or procs.Census(self.instance)).members(pgid, agent.token)
         procs.signal_all(pgid, everyone, signal.SIGTERM)
         procs.signal_all(pgid, everyone, signal.SIGCONT)  # a stopped process cannot act on TERM
         deadline = time.monotonic() + agent.spec.stop_timeout
@@ -237,15 +237,15 @@ class Supervisor:
                 agent.spec.stop_timeout,
                 sorted(left),
             )
-            procs.signal_all(
-                pgid, left | procs.members(pgid, self.instance, agent.token), signal.SIGKILL
-            )
+            again = procs.Census(self.instance).members(pgid, agent.token)
+            procs.signal_all(pgid, left | again, signal.SIGKILL)
         if ended is not None:
             await asyncio.wait_for(asyncio.shield(ended), max(1.0, deadline - time.monotonic()))
 
     async def stop_all(self, agents: list[Agent]) -> None:
         if agents:
-            await asyncio.gather(*(self.stop(a) for a in agents))
+            census = procs.Census(self.instance)  # one pass over /proc for all of them
+            await asyncio.gather(*(self.stop(a, census) for a in agents))
 
     # -- facts ---------------------------------------------------------------
 

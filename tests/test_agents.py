@@ -82,6 +82,10 @@ def test_template_agents_run_and_a_killed_one_comes_back(make_daemon):
     assert "killed by SIGKILL" in status.stdout
     assert "work=1" in status.stdout
     assert daemon.call("session.status")["session"]["errors"]["count"] == 1
+    health = daemon.call("session.health")
+    assert health["status"] == "error" and health["healthy"] is False
+    assert "1 error in the last 15m" in health["message"]
+    assert daemon.sessionc("health").returncode == 1
 
 
 def test_an_agent_that_exits_at_once_fails_after_max_restarts(make_daemon):
