@@ -214,8 +214,9 @@ def test_report_from_inside_an_agent_adds_metrics(daemon):
                 name="reporter", restart="never")  # fmt: skip
     wait_for(lambda: daemon.call("session.status")["session"]["metrics"].get("tokens") == 10,
              what="tokens=10 counted")  # fmt: skip
-    reporter = agents_of(daemon)["reporter"]
-    assert reporter["state"] == "exited" and reporter["exit_code"] == 0
+    reporter = wait_for(lambda: (a := agents_of(daemon)["reporter"])["state"] == "exited" and a,
+                        what="the reporter to exit")  # fmt: skip
+    assert reporter["exit_code"] == 0
     prometheus = daemon.sessionc("metrics", "--prometheus").stdout
     assert 'sessiond_reported_total{name="tokens"} 10' in prometheus
 
