@@ -118,9 +118,13 @@ def step(state: AgentState, event: AgentEvent) -> AgentState:
 
 @dataclass(frozen=True)
 class Exit:
-    """How a process ended: `code` ≥ 0 for an exit status, -N for signal N."""
+    """How a process ended: `code` ≥ 0 for an exit status, -N for signal N, None unknown.
 
-    code: int
+    The status is unknown for an agent adopted after a daemon restart: it is
+    not the new daemon's child, so nobody can wait() for it.
+    """
+
+    code: int | None
     ran_for: float
     signal_sent: bool  # the daemon sent the signal that killed it
     stopping: bool  # a stop was under way
@@ -137,7 +141,7 @@ class Verdict:
 
 def describe_exit(code: int | None) -> str:
     if code is None:
-        return "still running"
+        return "ended (status unknown to a restarted sessiond)"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -151,7 +155,8 @@ def on_exit(exit: Exit, spec: AgentSpec, quick_exits: int) -> Verdict:
     said = describe_exit(exit.code)
     if exit.stopping:
         return Verdict(V.EXIT_STOPPED, False, 0.0, 0, f"stopped ({said})")
-    error = exit.code > 0 or (exit.code < 0 and not exit.signal_sent)
+    code = exit.code
+    error = code is None or code > 0 or (code < 0 and not exit.signal_sent)
     if exit.code == DO_NOT_RESTART:
         return Verdict(V.EXIT_FAILED, True, 0.0, quick_exits, f"{said}: do not restart")
     clean = exit.code == 0

@@ -10,6 +10,7 @@ is checked against the caller's own search rights first.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
@@ -151,6 +152,14 @@ class Crew:
         self.by_token[token] = agent
         return agent
 
+    def log_path(self, session_id: str, name: str) -> Path:
+        return self.state_dir / "logs" / session_id / f"{name}.log"
+
+    def restore(self, agent: Agent) -> None:
+        """Register an agent rebuilt from the store after a daemon restart."""
+        self.sessions.setdefault(agent.session_id, {})[agent.name] = agent
+        self.by_token[agent.token] = agent
+
     def forget(self, session_id: str) -> None:
         for agent in self.sessions.pop(session_id, {}).values():
             self.by_token.pop(agent.token, None)
@@ -226,6 +235,20 @@ def adhoc_spec(
         needs_network=needs_network,
         labels=tuple(labels),
     )
+
+
+def spec_to_dict(spec: AgentSpec) -> dict[str, Any]:
+    found = dataclasses.asdict(spec)
+    found["restart"] = spec.restart.value
+    return found
+
+
+def spec_from_dict(found: Mapping[str, Any]) -> AgentSpec:
+    return AgentSpec(**{
+        **found, "command": tuple(found["command"]), "labels": tuple(found["labels"]),
+        "env": tuple(tuple(pair) for pair in found["env"]),
+        "restart": RestartPolicy(found["restart"]),
+    })  # fmt: skip
 
 
 def agent_wire(agent: Agent, facts: Mapping[str, Any]) -> dict[str, Any]:

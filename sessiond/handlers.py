@@ -37,7 +37,7 @@ def session_status(ctx: Ctx) -> dict[str, Any]:
         "daemon": ctx.daemon.about(),
         "session": _wire(ctx, live) if live else None,
         "queue": ctx.daemon.manager.waiting(),
-        "orphans": [],
+        "orphans": ctx.daemon.manager.team.orphans(),
     }
 
 
@@ -170,7 +170,7 @@ async def session_cleanup(ctx: Ctx, orphans_only: bool = False) -> Any:
     if not orphans_only and manager.live is not None:
         found = await manager.stop(ctx.peer, None, f"cleaned up by {ctx.peer.user}")
         stopped = _wire(ctx, found)
-    return {"stopped": stopped, "orphans_killed": 0}
+    return {"stopped": stopped, "orphans_killed": await manager.team.kill_orphans()}
 
 
 def events_tail(ctx: Ctx, lines: int = 20, session: str | None = None) -> Any:

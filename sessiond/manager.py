@@ -101,9 +101,11 @@ class Manager:
         """Take the live session back from the store after a (re)start."""
         row = self.store.live_session()
         if row is None:
+            self.team.find_orphans()
             return
         found = Session.from_row(row, self.store.participants(row["id"]))
         self._set_live(found)
+        self.team.adopt(found)
         if found.state is State.STARTING:
             self.move(
                 Event.LAUNCH_FAILED,
@@ -112,7 +114,8 @@ class Manager:
                 close_reason="daemon restarted while starting",
             )
         elif found.state is State.STOPPING:
-            self.move(Event.STOPPED, "session.closed", f"session {found.name} closed")
+            self._stopping[found.id] = self.spawn(self._stop_agents(found))
+        self.team.find_orphans()
         self._arm()
 
     # -- the lock ------------------------------------------------------------
@@ -465,6 +468,7 @@ class Manager:
             await asyncio.gather(*(self.team.stop_all(sid, forget=False) for sid in live_ids))
         for task in list(self._stopping.values()):
             await asyncio.shield(task)
+        self.team.flush()
 
     # -- reads ---------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -41,6 +42,15 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+def age(pid: int) -> float:
+    """Seconds since the process started (0 if it is gone)."""
+    ticks = start_time(pid)
+    if ticks is None:
+        return 0.0
+    since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+    return max(0.0, since_boot - ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def process_group(pid: int) -> int | None:
     fields = _stat_fields(pid)
     return int(fields[2]) if fields else None
@@ -52,8 +62,8 @@ def _pids() -> Iterator[int]:
             yield int(entry.name)
 
 
-def _marker(pid: int) -> tuple[str, str] | None:
-    """(instance, token) from a process's environment, if it carries the agent marker."""
+def _marker(pid: int) -> dict[str, str] | None:
+    """The SESSIOND_* variables of a process that carries the agent marker."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             env = f.read()
@@ -61,9 +71,8 @@ def _marker(pid: int) -> tuple[str, str] | None:
         return None
     if b"SESSIOND_INSTANCE=" not in env:
         return None
-    found = dict(item.split(b"=", 1) for item in env.split(b"\0") if b"=" in item)
-    instance = found.get(b"SESSIOND_INSTANCE", b"").decode(errors="replace")
-    return instance, found.get(b"SESSIOND_AGENT_TOKEN", b"").decode(errors="replace")
+    pairs = (item.split(b"=", 1) for item in env.split(b"\0") if item.startswith(b"SESSIOND_"))
+    return {k.decode(): v.decode(errors="replace") for k, v in pairs}
 
 
 class Census:
@@ -72,6 +81,7 @@ class Census:
     def __init__(self, instance: str) -> None:
         self.groups: dict[int, set[int]] = {}
         self.tokens: dict[str, set[int]] = {}
+        self.markers: dict[int, dict[str, str]] = {}
         me = os.getpid()
         for pid in _pids():
             fields = _stat_fields(pid)
@@ -79,8 +89,9 @@ class Census:
                 continue
             self.groups.setdefault(int(fields[2]), set()).add(pid)
             marker = _marker(pid)
-            if marker is not None and marker[0] == instance:
-                self.tokens.setdefault(marker[1], set()).add(pid)
+            if marker is not None and marker.get("SESSIOND_INSTANCE") == instance:
+                self.markers[pid] = marker
+                self.tokens.setdefault(marker.get("SESSIOND_AGENT_TOKEN", ""), set()).add(pid)
 
     def members(self, pgid: int, token: str) -> set[int]:
         """Every live process of an agent: its process group, and whoever carries its token."""
@@ -88,6 +99,14 @@ class Census:
 
     def marked(self) -> dict[str, set[int]]:
         return self.tokens
+
+    def about(self, pid: int) -> dict[str, str | None]:
+        """The agent and session a marked process says it belongs to."""
+        marker = self.markers.get(pid, {})
+        return {
+            "agent": marker.get("SESSIOND_AGENT"),
+            "session_id": marker.get("SESSIOND_SESSION_ID"),
+        }
 
 
 def signal_all(pgid: int | None, pids: set[int], sig: int) -> None:

@@ -79,8 +79,12 @@ MIGRATIONS: list[str] = [
         spec        TEXT NOT NULL,
         uid         INTEGER NOT NULL,
         gid         INTEGER NOT NULL,
+        groups      TEXT NOT NULL,
         token       TEXT NOT NULL,
+        cwd         TEXT NOT NULL,
+        env         TEXT NOT NULL,
         state       TEXT NOT NULL,
+        desired     TEXT NOT NULL DEFAULT 'running',
         pid         INTEGER,
         start_ticks INTEGER,
         started_at  REAL,
@@ -273,7 +277,8 @@ class Store:
         rows = self.db.execute(
             "SELECT * FROM agents WHERE session_id = ? ORDER BY rowid", (session_id,)
         ).fetchall()
-        return [{**dict(r), "spec": json.loads(r["spec"])} for r in rows]
+        decoded = ("spec", "groups", "env")
+        return [{**dict(r), **{k: json.loads(r[k]) for k in decoded}} for r in rows]
 
     def error_times(self, session_id: str, since: float) -> list[float]:
         rows = self.db.execute(

@@ -56,6 +56,7 @@ class Agent:
     env: dict[str, str]
     log_path: Path
     state: AgentState = AgentState.STOPPED
+    desired: str = "running"  # "stopped" once a user stops it: kept across daemon restarts
     pid: int | None = None
     start_ticks: int | None = None
     started_mono: float = 0.0
@@ -65,7 +66,7 @@ class Agent:
     exit_code: int | None = None
     signal_sent: bool = False
     timer: asyncio.TimerHandle | None = None
-    ended: asyncio.Future[int] | None = None
+    ended: asyncio.Future[int | None] | None = None
     popen: subprocess.Popen[bytes] | None = None
     stats: Any = None  # psutil.Process, made on first use
     extra: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +84,7 @@ class Supervisor:
         self.hooks = hooks
         self.spawn_task = spawn_task
         self.by_pid: dict[int, Agent] = {}
+        self.orphans: dict[int, dict[str, Any]] = {}
 
     # -- spawning ------------------------------------------------------------
 
@@ -141,7 +143,42 @@ class Supervisor:
             if agent is not None:
                 self._exited(agent, os.waitstatus_to_exitcode(status))
 
-    def _exited(self, agent: Agent, code: int) -> None:
+    def adopt(self, agent: Agent, pid: int) -> None:
+        """Watch again an agent that outlived the previous daemon (not our child: a pidfd)."""
+        loop = asyncio.get_running_loop()
+        fd = os.pidfd_open(pid)
+        agent.pid = pid
+        agent.started_mono = time.monotonic() - procs.age(pid)
+        agent.ended = loop.create_future()
+        loop.add_reader(fd, self._adopted_exited, agent, fd)
+        self.hooks.agent_changed(agent, "agent.adopted", f"agent {agent.name} adopted (pid {pid})")
+
+    def _adopted_exited(self, agent: Agent, fd: int) -> None:
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        self._exited(agent, None)
+
+    def watch_orphan(self, pid: int, about: dict[str, Any]) -> None:
+        """Count an orphaned agent process until it ends (a pidfd says when)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        self.orphans[pid] = about
+        asyncio.get_running_loop().add_reader(fd, self._orphan_gone, pid, fd)
+
+    def _orphan_gone(self, pid: int, fd: int) -> None:
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        self.orphans.pop(pid, None)
+
+    def died_meanwhile(self, agent: Agent) -> None:
+        """An agent that was up when the previous daemon died, and is gone now."""
+        agent.ended = asyncio.get_running_loop().create_future()
+        agent.started_mono = time.monotonic() - (time.time() - (agent.started_at or time.time()))
+        self._exited(agent, None)
+
+    def _exited(self, agent: Agent, code: int | None) -> None:
         if agent.popen is not None:
             agent.popen.returncode = code  # reaped here, not by Popen
         agent.exit_code, agent.pid = code, None

@@ -13,12 +13,13 @@ import asyncio
 import json
 import os
 import re
+import signal
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import logs, procs
-from .agent import AgentRefused
+from .agent import AgentRefused, AgentState
 from .config import AgentSpec
 from .crew import (
     CHECKPOINT_MAX_BYTES,
@@ -28,6 +29,8 @@ from .crew import (
     agent_wire,
     check_daemon_can_run_as,
     may_enter,
+    spec_from_dict,
+    spec_to_dict,
 )
 from .errors import (
     AgentNotFound,
@@ -39,6 +42,7 @@ from .errors import (
 )
 from .policy import errors_in_window
 from .records import Session, rfc3339
+from .revive import Revival, revive_plan
 from .session import Event, State
 from .store import Store
 from .supervisor import Agent, SpawnError, Supervisor
@@ -164,6 +168,63 @@ class Team:
                 return str(exc)
         return None
 
+    def adopt(self, live: Session) -> None:
+        """After a daemon restart: take back the live session's agents (SPEC §3).
+
+        An agent still alive, the same process by pid and start time, is watched
+        again; one that died meanwhile is an exit under its restart policy; one a
+        user stopped stays stopped; one stopped by our own shutdown starts again.
+        """
+        self.error_times = self.store.error_times(live.id, live.errors_reset_at or 0.0)
+        for row in self.store.agents(live.id):
+            agent = self._revive(live, row)
+            plan = revive_plan(row, procs.start_time(row["pid"]) if row["pid"] else None)
+            if plan is Revival.ADOPT:
+                self.supervisor.adopt(agent, row["pid"])
+            elif plan is Revival.DIED:
+                self.supervisor.died_meanwhile(agent)
+            elif plan is Revival.START and live.state in RUNNABLE:
+                self.supervisor.start(agent)
+
+    def _revive(self, live: Session, row: dict[str, Any]) -> Agent:
+        agent = Agent(
+            name=row["name"], session_id=live.id, session_name=live.name,
+            spec=spec_from_dict(row["spec"]), uid=row["uid"], gid=row["gid"],
+            groups=tuple(row["groups"]), token=row["token"], cwd=row["cwd"], env=row["env"],
+            log_path=self.crew.log_path(live.id, row["name"]),
+            state=AgentState(row["state"]), desired=row["desired"],
+            restarts=row["restarts"], exit_code=row["exit_code"],
+            started_at=row["started_at"], start_ticks=row["start_ticks"],
+        )  # fmt: skip
+        self.crew.restore(agent)
+        self.logs.follow(_log_key(agent), agent.log_path)
+        return agent
+
+    def find_orphans(self) -> None:
+        """Processes with this daemon's marker that belong to no agent we know (SPEC §3)."""
+        census = procs.Census(self.crew.instance)
+        for token, pids in census.marked().items():
+            if token not in self.crew.by_token:
+                for pid in pids:
+                    self.supervisor.watch_orphan(pid, census.about(pid))
+
+    def orphans(self) -> list[dict[str, Any]]:
+        return [{"pid": pid, **about} for pid, about in sorted(self.supervisor.orphans.items())]
+
+    async def kill_orphans(self) -> int:
+        """SIGTERM every orphan, SIGKILL those left after 5 s; how many there were."""
+        pids = set(self.supervisor.orphans)
+        procs.signal_all(None, pids, signal.SIGTERM)
+        left = await procs.wait_gone(pids, 5.0)
+        procs.signal_all(None, left, signal.SIGKILL)
+        await procs.wait_gone(left, 5.0)
+        return len(pids)
+
+    def flush(self) -> None:
+        """Write pending agent rows now (at shutdown, before the store closes)."""
+        if self._dirty or self._pending_events:
+            self._flush()
+
     def pause_all(self, session_id: str, network_only: bool = False) -> None:
         for agent in self.crew.agents(session_id):
             if agent.spec.needs_network or not network_only:
@@ -255,6 +316,7 @@ class Team:
 
     def start(self, live: Session, name: str) -> Agent:
         agent = self.find(live, name)
+        agent.desired = "running"
         try:
             self.supervisor.start(agent)
         except SpawnError as exc:
@@ -267,6 +329,7 @@ class Team:
 
     async def stop(self, live: Session, name: str) -> Agent:
         agent = self.find(live, name)
+        agent.desired = "stopped"  # and so it stays, across daemon restarts
         await self.supervisor.stop(agent)
         return agent
 
@@ -343,26 +406,13 @@ def _owner_runner(session: Session) -> Runner:
 
 
 def _agent_row(agent: Agent) -> dict[str, Any]:
-    spec = agent.spec
     return {
-        "session_id": agent.session_id,
-        "name": agent.name,
-        "spec": {
-            "command": list(spec.command),
-            "restart": spec.restart.value,
-            "labels": list(spec.labels),
-            "needs_network": spec.needs_network,
-        },
-        "uid": agent.uid,
-        "gid": agent.gid,
-        "token": agent.token,
-        "state": agent.state.value,
-        "pid": agent.pid,
-        "start_ticks": agent.start_ticks,
-        "started_at": agent.started_at,
-        "restarts": agent.restarts,
-        "exit_code": agent.exit_code,
-    }
+        "session_id": agent.session_id, "name": agent.name, "spec": spec_to_dict(agent.spec),
+        "uid": agent.uid, "gid": agent.gid, "groups": list(agent.groups), "token": agent.token,
+        "cwd": agent.cwd, "env": agent.env, "state": agent.state.value, "desired": agent.desired,
+        "pid": agent.pid, "start_ticks": agent.start_ticks, "started_at": agent.started_at,
+        "restarts": agent.restarts, "exit_code": agent.exit_code,
+    }  # fmt: skip
 
 
 def _stored_wire(row: dict[str, Any], session: str) -> dict[str, Any]:
