@@ -143,9 +143,12 @@ class Daemon:
                                "will be re-parented to init")  # fmt: skip
             loop.add_signal_handler(signal.SIGCHLD, self.manager.team.supervisor.reap)
             self.manager.load()
+            self.manager.prune()
             server = Server(self, self._limits(), tg.create_task)
             self.server = server
-            listener = await loop.create_unix_server(lambda: Connection(server), sock=sock)
+            listener = await loop.create_unix_server(
+                lambda: Connection(server), sock=sock, backlog=self._backlog()
+            )
             self._install_signals()
             self.notify("READY=1", self._status_line())
             logger.info("sessiond %s listening on %s (state in %s)", __version__,
@@ -179,6 +182,11 @@ class Daemon:
 
     # -- socket --------------------------------------------------------------
 
+    def _backlog(self) -> int:
+        # A burst of clients must queue, not fail: a non-blocking connect() gets EAGAIN
+        # once the backlog is full (the kernel caps it at net.core.somaxconn).
+        return max(128, self.config.daemon.max_clients)
+
     def _limits(self) -> Limits:
         d = self.config.daemon
         return Limits(d.max_clients, d.max_request_bytes, d.client_timeout)
@@ -206,7 +214,7 @@ class Daemon:
             os.umask(old)
         self.bound_socket = True
         self._set_socket_mode()
-        sock.listen(128)
+        sock.listen(self._backlog())
         sock.setblocking(False)
         return sock
 

@@ -17,6 +17,8 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -43,6 +45,7 @@ from .errors import (
     NoSession,
     SessionActive,
     SessionMismatch,
+    StorageError,
     WaitTimeout,
 )
 from .records import Participant, Person, Session, check_name, generated_name, rfc3339
@@ -72,6 +75,11 @@ class StartRequest:
 class _Waiter:
     request: StartRequest
     future: asyncio.Future[Session]
+
+
+log = logging.getLogger("sessiond")
+PRUNE_EVERY = 86400.0
+RETRY_SECONDS = 1.0
 
 
 def _since(epoch: float | None) -> str:
@@ -422,6 +430,14 @@ class Manager:
         )
 
     def _fire(self) -> None:
+        try:
+            self._fire_due()
+        except StorageError as exc:
+            # The disk is full or read-only: say so and try again, never lose the deadline.
+            log.error("%s; retrying in %gs", exc.message, RETRY_SECONDS)
+            self._timer = asyncio.get_running_loop().call_later(RETRY_SECONDS, self._fire)
+
+    def _fire_due(self) -> None:
         self._timer = None
         due = self._next_deadline()
         if due is None or due.at > time.monotonic():
@@ -460,6 +476,23 @@ class Manager:
         with self.transaction():
             self.store.save_session(became.to_row())
         self._set_live(became)
+
+    def prune(self) -> None:
+        """Forget closed sessions older than history_days, with their logs; again in a day."""
+        cutoff = time.time() - self.config.daemon.history_days * 86400
+        try:
+            with self.transaction():
+                gone = self.store.prune(cutoff)
+        except StorageError as exc:
+            log.error("%s", exc.message)
+            gone = []
+        for session_id in gone:
+            for folder in ("logs", "checkpoints"):
+                shutil.rmtree(self.team.crew.state_dir / folder / session_id, ignore_errors=True)
+        if gone:
+            log.info("pruned %d sessions closed more than %d days ago", len(gone),
+                     self.config.daemon.history_days)  # fmt: skip
+        asyncio.get_running_loop().call_later(PRUNE_EVERY, self.prune)
 
     async def shutdown(self, on_shutdown: OnShutdown) -> None:
         """The daemon is going: stop every agent, or leave them for the next daemon."""

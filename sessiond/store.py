@@ -267,6 +267,25 @@ class Store:
         )
         return int(seq)
 
+    def prune(self, closed_before: float) -> list[str]:
+        """Delete closed sessions (and what hangs off them) closed before that time."""
+        ids = [r[0] for r in self.db.execute(
+            f"SELECT id FROM sessions WHERE state IN {TERMINAL_STATES} AND closed_at < ?"
+            " AND id NOT IN (SELECT parent FROM sessions WHERE parent IS NOT NULL"
+            f" AND state NOT IN {TERMINAL_STATES})",
+            (closed_before,),
+        ).fetchall()]  # fmt: skip
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk : chunk + 500]
+            marks = ", ".join("?" * len(part))
+            self.db.execute(f"DELETE FROM events WHERE session_id IN ({marks})", part)
+            self.db.execute(f"UPDATE sessions SET parent = NULL WHERE parent IN ({marks})", part)
+            self.db.execute(f"DELETE FROM sessions WHERE id IN ({marks})", part)
+        return ids
+
+    def integrity(self) -> str:
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
+
     # -- reads ---------------------------------------------------------------
 
     def count_by_state(self) -> dict[str, int]:

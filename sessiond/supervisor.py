@@ -140,8 +140,12 @@ class Supervisor:
             if pid == 0:
                 return
             agent = self.by_pid.pop(pid, None)
-            if agent is not None:
+            if agent is None:
+                continue  # an orphan of an agent's tree, re-parented to us (subreaper)
+            try:
                 self._exited(agent, os.waitstatus_to_exitcode(status))
+            except Exception:  # the next child must still be reaped
+                log.exception("internal error handling the exit of agent %s", agent.name)
 
     def adopt(self, agent: Agent, pid: int) -> None:
         """Watch again an agent that outlived the previous daemon (not our child: a pidfd)."""

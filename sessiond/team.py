@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -39,6 +40,7 @@ from .errors import (
     InvalidParams,
     InvalidState,
     PermissionDenied,
+    StorageError,
 )
 from .policy import errors_in_window
 from .records import Session, rfc3339
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from .access import Peer
     from .manager import Manager
 
+log = logging.getLogger("sessiond")
 Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
 METRIC_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
 RUNNABLE = (State.ACTIVE, State.IDLE)
@@ -103,10 +106,16 @@ class Team:
         if live is None or live.id != agent.session_id:
             return
         now = time.time()
-        with self.store.transaction():
-            self.store.add_error(live.id, now, agent.name, message)
-        self.error_times.append(now)
-        self._check_threshold(live, now)
+        self.error_times.append(now)  # counted now, even if the disk cannot take it
+        try:
+            with self.store.transaction():
+                self.store.add_error(live.id, now, agent.name, message)
+        except StorageError as exc:
+            log.error("%s; the error is counted but not stored", exc.message)
+        try:
+            self._check_threshold(live, now)
+        except StorageError as exc:
+            log.error("%s; the session could not be disconnected", exc.message)
 
     def _check_threshold(self, live: Session, now: float) -> None:
         s = live.settings
@@ -126,8 +135,17 @@ class Team:
 
     def _flush(self) -> None:
         self._flush_armed = False
+        try:
+            self._write_pending()
+        except StorageError as exc:
+            # Keep everything pending; the disk may come back (SPEC §6.2).
+            log.error("%s; keeping %d agent changes to write again in 1s", exc.message,
+                      len(self._pending_events))  # fmt: skip
+            self._flush_armed = True
+            asyncio.get_running_loop().call_later(1.0, self._flush)
+
+    def _write_pending(self) -> None:
         dirty, events = list(self._dirty), self._pending_events
-        self._dirty, self._pending_events = {}, []
         with self.manager.transaction():
             for agent in dirty:
                 self.store.save_agent(_agent_row(agent))
@@ -139,6 +157,7 @@ class Team:
                     message,
                     {"agent": agent.name, "pid": agent.pid, "exit_code": agent.exit_code},
                 )
+        self._dirty, self._pending_events = {}, []
 
     # -- the session's agents ------------------------------------------------
 

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import DaemonProcess
+from harness import DaemonProcess, marked_pids
 
 
 @pytest.fixture
@@ -32,6 +35,10 @@ def make_daemon(short_tmp: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield make
     for daemon in started:
         daemon.stop()
+        # A test that fails half-way may leave agents behind: end them, by their marker.
+        for pid in marked_pids(daemon.state_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -186,6 +186,25 @@ def client_copy(root: Path) -> Path:
     return target
 
 
+def marked_pids(state_dir: Path) -> list[int]:
+    """Live processes that carry the agent marker of the daemon on `state_dir`."""
+    needle = f"SESSIOND_INSTANCE={state_dir}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                marked = needle in f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if marked and not zombie:
+            found.append(int(entry))
+    return found
+
+
 def raw_connection(path: Path, timeout: float = 10.0) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness import SESSIONC, raw_connection, read_line, wait_for
+from harness import SESSIONC, marked_pids, raw_connection, read_line, wait_for
 from sessiond.client import RemoteError
 
 PY = json.dumps(sys.executable)
@@ -51,17 +51,7 @@ def ignores_sigterm(pid: int) -> bool:
 
 def marked_processes(daemon) -> list[int]:
     """Every process that carries this daemon's agent marker."""
-    needle = f"SESSIOND_INSTANCE={daemon.state_dir}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if needle in f.read().split(b"\0") and alive(int(entry)):
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    return marked_pids(daemon.state_dir)
 
 
 def test_template_agents_run_and_a_killed_one_comes_back(make_daemon):

@@ -82,6 +82,8 @@ def test_on_shutdown_keep_leaves_agents_for_the_next_daemon(make_daemon):
     assert all(alive(pid) for pid in before.values())
     daemon.restart()
     assert pids(daemon) == before
+    daemon.call("session.stop")
+    assert not any(alive(pid) for pid in before.values())
 
 
 def test_desired_state_survives_a_restart(make_daemon):
