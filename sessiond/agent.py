@@ -31,6 +31,7 @@ from typing import Final
 
 from .config import AgentSpec, RestartPolicy
 from .policy import backoff_delay
+from .session import REFUSE, STAY, Marker
 
 DO_NOT_RESTART = 125
 
@@ -60,14 +61,7 @@ class AgentEvent(enum.Enum):
     START = "start"
 
 
-class _Marker(enum.Enum):
-    STAY = "stay"
-    REFUSE = "refuse"
-
-
-STAY: Final = _Marker.STAY
-REFUSE: Final = _Marker.REFUSE
-Outcome = AgentState | _Marker
+Outcome = AgentState | Marker  # STAY and REFUSE mean what they mean in session.py
 
 
 class AgentRefused(Exception):

@@ -74,14 +74,16 @@ class Effect(enum.Enum):
     RELEASE_LOCK = "release_lock"
 
 
-class _Marker(enum.Enum):
+class Marker(enum.Enum):
+    """The two outcomes of a table entry that are not a new state."""
+
     STAY = "stay"
     REFUSE = "refuse"
 
 
-STAY: Final = _Marker.STAY
-REFUSE: Final = _Marker.REFUSE
-Outcome = State | _Marker
+STAY: Final = Marker.STAY
+REFUSE: Final = Marker.REFUSE
+Outcome = State | Marker
 
 
 class Refused(Exception):
