@@ -47,6 +47,10 @@ class Notifier:
             import sdnotify  # noqa: PLC0415 -- only under systemd
 
             self._notifier = sdnotify.SystemdNotifier()
+            if self._notifier.socket is not None:
+                # sdnotify sends blocking; a notify socket nobody reads would then freeze
+                # the event loop. Drop a message rather than stop serving.
+                self._notifier.socket.setblocking(False)
 
     def __call__(self, *lines: str) -> None:
         if self._notifier is not None:
