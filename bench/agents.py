@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -173,6 +174,22 @@ def bench_stop(d: bench.Daemon, base: Path) -> dict:
     return {"ms": ms, "left": len(marked(base))}
 
 
+def drain_notify(d: bench.Daemon) -> None:
+    """Keep reading NOTIFY_SOCKET: the daemon blocks in sendto() once 10 datagrams
+    (net.unix.max_dgram_qlen) are queued, i.e. after a few session starts and stops."""
+
+    def loop() -> None:
+        while True:
+            try:
+                d.notify.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:  # closed by d.stop()
+                return
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def run(args: argparse.Namespace, base: Path) -> dict:
     q = args.quick
     n = 50 if q else 200
@@ -182,6 +199,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
     write_config(d.config, n)
     try:
         d.start()
+        drain_notify(d)
         assert d.proc is not None
         res["start"] = bench_start(d, n, 2 if q else 5)
         res["restart"] = bench_restart(d, 20 if q else 50)
