@@ -386,7 +386,8 @@ class _Problems(list[Problem]):
         self.file = file
 
     def add(self, key: str, value: Any, rule: str) -> None:
-        self.append(Problem(self.file, key, value, rule))
+        # TOML allows an empty key ("" = 1): show it quoted rather than as nothing.
+        self.append(Problem(self.file, key or '""', value, rule))
 
 
 def _parse_table(

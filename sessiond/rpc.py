@@ -260,7 +260,7 @@ def _rpc_error(exc: DomainError) -> JsonRpcError:
 
 
 def _sync(method: Method) -> Callable[..., Result]:
-    def call(ctx: Ctx, *args: Any, **params: Any) -> Result:
+    def call(ctx: Ctx, /, *args: Any, **params: Any) -> Result:
         try:
             _checked(method, ctx, args, params)
             return Success(method.handler(ctx, **params))
@@ -278,7 +278,7 @@ def _presigned(call: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _async(method: Method) -> Callable[..., Awaitable[Result]]:
-    async def call(ctx: Ctx, *args: Any, **params: Any) -> Result:
+    async def call(ctx: Ctx, /, *args: Any, **params: Any) -> Result:
         try:
             _checked(method, ctx, args, params)
             result = method.handler(ctx, **params)
@@ -296,17 +296,29 @@ _SYNC = {name: _sync(m) for name, m in METHODS.items() if not m.is_async}
 _ASYNC = {name: _async(m) for name, m in METHODS.items()}
 
 
+def _valid_one(r: Any) -> bool:
+    ident = r.get("id") if isinstance(r, dict) else None
+    return (
+        isinstance(r, dict) and r.get("jsonrpc") == "2.0" and isinstance(r.get("method"), str)
+        and isinstance(r.get("params", {}), dict | list)
+        and (ident is None or (isinstance(ident, str | int) and not isinstance(ident, bool)))
+    )  # fmt: skip
+
+
 def _valid_request(request: Any) -> Any:
     """A cheap structural check in place of jsonrpcserver's jsonschema validator."""
     items = request if isinstance(request, list) else [request]
-    if not items or not all(
-        isinstance(r, dict) and r.get("jsonrpc") == "2.0" and isinstance(r.get("method"), str)
-        and isinstance(r.get("params", {}), dict | list)
-        and (r.get("id") is None or isinstance(r.get("id"), str | int))
-        for r in items
-    ):  # fmt: skip
+    if not items or not all(_valid_one(r) for r in items):
         raise ValueError("not a JSON-RPC 2.0 request")
     return request
+
+
+def _member_error(member: Any) -> dict[str, Any]:
+    text = f"batch member is not a JSON-RPC 2.0 request: {json.dumps(member)[:200]}"
+    hint = 'each member needs {"jsonrpc": "2.0", "method": "…"}'
+    error = {"code": INVALID_REQUEST, "message": "Invalid request",
+             "data": {"message": text, "hint": hint}}  # fmt: skip
+    return {"jsonrpc": "2.0", "error": error, "id": None}
 
 
 # jsonrpcserver answers these itself with a bare string as `data`; give them our shape.
@@ -343,6 +355,8 @@ def _parse(line: str) -> Any:
         return json.loads(line)
     except ValueError as exc:
         return _ParseFailure(str(exc))
+    except RecursionError:
+        return _ParseFailure("nested too deeply")
 
 
 def _needs_waiting(request: Any) -> bool:
@@ -351,24 +365,56 @@ def _needs_waiting(request: Any) -> bool:
                for r in items)  # fmt: skip
 
 
+class _Prepared:
+    """A line parsed once: what jsonrpcserver gets, and a batch's invalid members' errors."""
+
+    def __init__(self, line: str) -> None:
+        parsed = _parse(line)
+        self.errors: list[dict[str, Any]] = []
+        if isinstance(parsed, list) and parsed:
+            # JSON-RPC 2.0 §6: an invalid member gets its own error; the others still run.
+            self.errors = [_member_error(r) for r in parsed if not _valid_one(r)]
+            parsed = [r for r in parsed if _valid_one(r)]
+        self.parsed = parsed
+        self.loads: Callable[[str], Any] = (
+            parsed if isinstance(parsed, _ParseFailure) else lambda _line: parsed
+        )
+
+    @property
+    def waits(self) -> bool:
+        return not isinstance(self.parsed, _ParseFailure) and _needs_waiting(self.parsed)
+
+    @property
+    def all_invalid(self) -> bool:
+        return bool(self.errors) and self.parsed == []
+
+    def reply(self, response: Any) -> str:
+        if self.errors:
+            response = [*(response or []), *self.errors]
+        return "" if response is None else json.dumps(response, separators=(",", ":"))
+
+
 def answer_now(line: str, ctx: Ctx) -> str | None:
     """The reply, if every method in the request answers at once; None otherwise."""
-    parsed = _parse(line)
-    loads: Callable[[str], Any] = parsed
-    if not isinstance(parsed, _ParseFailure):
-        if _needs_waiting(parsed):
-            return None
-        loads = lambda _line: parsed  # noqa: E731 -- parsed once, handed to jsonrpcserver
+    request = _Prepared(line)
+    if request.waits:
+        return None
+    if request.all_invalid:
+        return request.reply(None)
     response = sync_dispatch(
-        line, _SYNC, context=ctx, deserializer=loads, validator=_valid_request,
+        line, _SYNC, context=ctx, deserializer=request.loads, validator=_valid_request,
         post_process=_serializable,
     )  # fmt: skip
-    return "" if response is None else json.dumps(response, separators=(",", ":"))
+    return request.reply(response)
 
 
 async def answer(line: str, ctx: Ctx) -> str:
     """The reply to any request, waiting as long as its methods need."""
+    request = _Prepared(line)
+    if request.all_invalid:
+        return request.reply(None)
     response = await async_dispatch(
-        line, _ASYNC, context=ctx, validator=_valid_request, post_process=_serializable
-    )
-    return "" if response is None else json.dumps(response, separators=(",", ":"))
+        line, _ASYNC, context=ctx, deserializer=request.loads, validator=_valid_request,
+        post_process=_serializable,
+    )  # fmt: skip
+    return request.reply(response)

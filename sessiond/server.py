@@ -154,6 +154,7 @@ class Connection(asyncio.Protocol):
     # -- framing and limits --------------------------------------------------
 
     def _refuse_oversized(self) -> None:
+        self.answer_ready_lines()  # what came before it in the same read is still answered
         limit = self.server.limits.max_request_bytes
         self._send_now(invalid_request(
             f"request too large: more than max_request_bytes ({limit}) before a newline",
