@@ -420,6 +420,20 @@ def show_action(verb: str) -> Printer:
     return printer
 
 
+def show_started(session: Any, args: argparse.Namespace) -> None:
+    if session.get("state") != "failed":
+        return show_action("started")(session, args)
+    print(f"sessionc: session {session.get('name')} failed to start: "
+          f"{session.get('close_reason')}", file=sys.stderr)  # fmt: skip
+    print("hint: fix the agent's command in the config; 'sessionc events' shows what happened",
+          file=sys.stderr)  # fmt: skip
+    return None
+
+
+def _start_status(session: Any) -> int:
+    return EXIT_FAILURE if isinstance(session, dict) and session.get("state") == "failed" else 0
+
+
 def show_agent(agent: Any, args: argparse.Namespace) -> None:
     pid = f", pid {agent['pid']}" if agent.get("pid") else ""
     print(f"agent {agent.get('name')}: {agent.get('state')}{pid}")
@@ -658,7 +672,7 @@ GLOBAL_OPTIONS = (
 COMMANDS: dict[str, Command] = {
     "status": Command("show the live session, its agents and the daemon",
                       rpc("session.status"), lambda r, a: echo(status_lines(r))),
-    "start": Command("start a session (take the lock)", do_start, show_action("started"), (
+    "start": Command("start a session (take the lock)", do_start, show_started, (
         NAME, arg("--template", metavar="T", help="the agents and settings of template T"),
         arg("--timeout", help="expire after D without activity", **DURATION),
         arg("--idle-after", help="turn idle after D without activity", **DURATION),
@@ -669,7 +683,8 @@ COMMANDS: dict[str, Command] = {
             type=_argtype(_setting), help="any [session] key, for this session"),
         arg("--wait", metavar="D", nargs="?", const=True, type=_argtype(_wait),
             help="queue until the lock is free (for at most D)"),
-        arg("--from", metavar="OLD", dest="from_", help="continue session OLD"))),
+        arg("--from", metavar="OLD", dest="from_", help="continue session OLD")),
+        _start_status),
     "join": Command("join the live session", do_join, show_action("joined"), (NAME,)),
     "leave": Command("leave the session", rpc("session.leave"), show_action("left")),
     "stop": Command("stop the session and its agents", rpc("session.stop", "name"),

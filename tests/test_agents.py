@@ -259,6 +259,10 @@ def test_a_command_that_cannot_start_is_an_error_the_caller_sees(make_daemon):
     assert "missing" in failed["close_reason"] and "/nonexistent/program" in failed["close_reason"]
     wait_for(lambda: marked_processes(daemon) == [], what="the other agent stopped")
     assert daemon.call("session.status")["session"] is None  # lock released
+    shown = daemon.sessionc("start", "again", "--template", "t")
+    assert shown.returncode == 1
+    assert "failed to start" in shown.stderr and "/nonexistent/program" in shown.stderr
+    wait_for(lambda: marked_processes(daemon) == [], what="the other agent stopped again")
     daemon.call("session.start", name="next")
     with pytest.raises(RemoteError) as bad:
         daemon.call("agent.run", command=["/no/such/thing"])
