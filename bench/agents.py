@@ -10,10 +10,8 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -265,21 +263,7 @@ def report(res: dict) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="50 agents, fewer runs")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="sda.", dir="/tmp"))
-    try:
-        res = run(args, base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        json.dump(res, sys.stdout, indent=2)
-        print()
-    else:
-        report(res)
-    return 0
+    return bench.main_for(run, report, "50 agents, fewer runs", "sda.", __doc__)
 
 
 if __name__ == "__main__":

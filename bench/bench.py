@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import DEVNULL
 
@@ -301,22 +302,30 @@ def report(res: dict) -> None:
         print(f"{imp['cum_us']:>14} {imp['self_us']:>9}  {imp['module']}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer runs, shorter samples")
+def main_for(
+    run_fn: Callable[[argparse.Namespace, Path], dict], report_fn: Callable[[dict], None],
+    quick_help: str, prefix: str, doc: str | None,
+) -> int:  # fmt: skip
+    """The command line every bench script shares: --quick, --json, a temp dir."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="sdb.", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     try:
-        res = run(args, base)
+        res = run_fn(args, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if args.json:
         json.dump(res, sys.stdout, indent=2)
         print()
     else:
-        report(res)
+        report_fn(res)
     return 0
+
+
+def main() -> int:
+    return main_for(run, report, "fewer runs, shorter samples", "sdb.", __doc__)
 
 
 if __name__ == "__main__":
