@@ -146,7 +146,7 @@ class Crew:
             log_path=self.state_dir / "logs" / session.id / f"{spec.name}.log",
         )
         if checkpoint is not None:
-            agent.extra["checkpoint"] = self._write_checkpoint(agent, checkpoint)
+            agent.checkpoint = self._write_checkpoint(agent, checkpoint)
         agent.env = self._environment(agent, runner, {**dict(spec.env), **(extra_env or {})})
         mine[agent.name] = agent
         self.by_token[token] = agent
@@ -187,8 +187,8 @@ class Crew:
             "SESSIOND_AGENT_TOKEN": agent.token,
             "SESSIOND_INSTANCE": self.instance,
         }
-        if "checkpoint" in agent.extra:
-            env["SESSIOND_CHECKPOINT"] = agent.extra["checkpoint"]
+        if agent.checkpoint is not None:
+            env["SESSIOND_CHECKPOINT"] = agent.checkpoint
         return env
 
     def _write_checkpoint(self, agent: Agent, data: Any) -> str:

@@ -21,7 +21,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -51,7 +51,9 @@ from .errors import (
 from .records import Participant, Person, Session, check_name, generated_name, rfc3339
 from .session import TERMINAL, Effect, Event, Refused, State, step
 from .store import Store
-from .team import Spawn, Team
+from .team import Team
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
 
 
 class Outlet(Protocol):
@@ -101,7 +103,7 @@ class Manager:
         self._timer: asyncio.TimerHandle | None = None
         self._unpublished: list[dict[str, Any]] = []
         self.on_change: Callable[[], None] = lambda: None
-        self.team = Team(self, store, crew, spawn)
+        self.team = Team(self, store, crew)
 
     # -- loading -------------------------------------------------------------
 
@@ -579,26 +581,19 @@ class Manager:
         self, session_id: str, name: str, kind: str, message: str, data: Mapping[str, Any]
     ) -> None:
         """Record an event inside transaction(); it is published once that commits."""
-        s = _Named(session_id, name)
         now = time.time()
-        seq = self.store.add_event(now, s.id, s.name, kind=kind, message=message, data=data)
+        seq = self.store.add_event(now, session_id, name, kind=kind, message=message, data=data)
         self._unpublished.append(
             {
                 "seq": seq,
                 "time": rfc3339(now),
-                "session": s.name,
-                "session_id": s.id,
+                "session": name,
+                "session_id": session_id,
                 "kind": kind,
                 "message": message,
                 "data": dict(data),
             }
         )
-
-
-@dataclass(frozen=True)
-class _Named:
-    id: str
-    name: str
 
 
 _ACTIVITY = frozenset({Event.ACTIVITY, Event.RESUME, Event.RECONNECT, Event.LAUNCHED})

@@ -18,8 +18,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,7 +69,8 @@ class Agent:
     ended: asyncio.Future[int | None] | None = None
     popen: subprocess.Popen[bytes] | None = None
     stats: Any = None  # psutil.Process, made on first use
-    extra: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None  # the file SESSIOND_CHECKPOINT names
+    facts: tuple[float, int, dict[str, Any]] | None = None  # (sampled at, pid, figures)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -78,12 +78,9 @@ class Agent:
 
 
 class Supervisor:
-    def __init__(
-        self, instance: str, hooks: Hooks, spawn_task: Callable[[Coroutine[Any, Any, Any]], Any]
-    ) -> None:
+    def __init__(self, instance: str, hooks: Hooks) -> None:
         self.instance = instance
         self.hooks = hooks
-        self.spawn_task = spawn_task
         self.by_pid: dict[int, Agent] = {}
         self.orphans: dict[int, dict[str, Any]] = {}
 
@@ -300,11 +297,12 @@ class Supervisor:
         if agent.pid is None:
             return {"cpu_percent": None, "rss": None}
         now = time.monotonic()
-        sampled_at, cached = agent.extra.get("facts", (0.0, None))
-        if cached is not None and now - sampled_at < FACTS_MAX_AGE and cached[0] == agent.pid:
-            return cached[1]  # type: ignore[no-any-return]
+        if agent.facts is not None:
+            sampled_at, pid, figures = agent.facts
+            if pid == agent.pid and now - sampled_at < FACTS_MAX_AGE:
+                return figures
         found = self._sample(agent)
-        agent.extra["facts"] = (now, (agent.pid, found))
+        agent.facts = (now, agent.pid, found)
         return found
 
     def _sample(self, agent: Agent) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import logs, procs
@@ -54,18 +53,16 @@ if TYPE_CHECKING:
     from .manager import Manager
 
 log = logging.getLogger("sessiond")
-Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
 METRIC_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
 RUNNABLE = (State.ACTIVE, State.IDLE)
 
 
 class Team:
-    def __init__(self, manager: Manager, store: Store, crew: Crew, spawn: Spawn) -> None:
+    def __init__(self, manager: Manager, store: Store, crew: Crew) -> None:
         self.manager = manager
         self.store = store
         self.crew = crew
-        self.spawn = spawn
-        self.supervisor = Supervisor(crew.instance, self, spawn)
+        self.supervisor = Supervisor(crew.instance, self)
         daemon = manager.config.daemon
         self.logs = logs.Watcher(daemon.log_max_bytes, daemon.log_files, self._lines, self._wanted)
         self.error_times: list[float] = []
@@ -106,7 +103,9 @@ class Team:
         if live is None or live.id != agent.session_id:
             return
         now = time.time()
-        self.error_times.append(now)  # counted now, even if the disk cannot take it
+        # Counted now, even if the disk cannot take it; older than the window: forgotten.
+        window = live.settings.error_window
+        self.error_times = [t for t in self.error_times if now - t < window] + [now]
         try:
             with self.store.transaction():
                 self.store.add_error(live.id, now, agent.name, message)
@@ -162,8 +161,8 @@ class Team:
     # -- the session's agents ------------------------------------------------
 
     def error_count(self, session: Session, now: float) -> int:
-        since = max(session.errors_reset_at or 0.0, now - session.settings.error_window)
-        return errors_in_window([t for t in self.error_times if t > since], now, float("inf"))
+        since_reset = [t for t in self.error_times if t > (session.errors_reset_at or 0.0)]
+        return errors_in_window(since_reset, now, session.settings.error_window)
 
     def launch(
         self, session: Session, specs: list[AgentSpec], checkpoints: dict[str, Any]
