@@ -57,6 +57,17 @@ class Notifier:
             self._notifier.notify("\n".join(lines))
 
 
+# Test-only: with this set to 1, SIGUSR2 blocks the event loop for good, so a test
+# can watch systemd's watchdog restart a hung daemon. Nothing else can hang it.
+HANG_SWITCH = "SESSIOND_TEST_HANG"
+
+
+def hang() -> None:
+    logger.warning("SIGUSR2 with %s=1: blocking the event loop until killed", HANG_SWITCH)
+    while True:
+        time.sleep(3600)
+
+
 def watchdog_interval() -> float | None:
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
@@ -273,6 +284,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if os.environ.get(HANG_SWITCH) == "1":
+            loop.add_signal_handler(signal.SIGUSR2, hang)
 
     def _on_stop_signal(self, name: str) -> None:
         logger.info("%s received: shutting down", name)

@@ -33,6 +33,17 @@ def test_watchdog_pings_when_asked(make_daemon):
     daemon.wait_notice("WATCHDOG=1", timeout=5)
 
 
+def test_hang_switch_blocks_the_loop_only_when_set(make_daemon):
+    daemon = make_daemon(env={"WATCHDOG_USEC": "400000", "SESSIOND_TEST_HANG": "1"})
+    daemon.wait_notice("WATCHDOG=1", timeout=5)
+    daemon.signal(signal.SIGUSR2)
+    wait_for(lambda: "blocking the event loop" in daemon.log(), what="the hang warning")
+    daemon.notices.clear()
+    daemon.read_notices(2.0)
+    assert "WATCHDOG=1" not in daemon.notices, "a hung loop must stop the watchdog pings"
+    daemon.kill9()
+
+
 def test_log_lines_carry_syslog_priorities(daemon):
     daemon.call("session.start", name="logged")
     daemon.stop()
