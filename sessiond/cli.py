@@ -520,7 +520,8 @@ def do_join(client: Client, args: argparse.Namespace) -> Any:
 def do_run(client: Client, args: argparse.Namespace) -> Any:
     # The caller's environment is not sent: an agent gets the daemon's, plus SESSIOND_*.
     params = {"command": args.cmdline, "cwd": os.getcwd()}
-    return client.call("agent.run", {**params, **given(args, ["name", "restart", "labels"])})
+    options = given(args, ["name", "restart", "labels", "needs_network"])
+    return client.call("agent.run", {**params, **options})
 
 
 def do_agent(client: Client, args: argparse.Namespace) -> Any:
@@ -704,6 +705,7 @@ COMMANDS: dict[str, Command] = {
         arg("--name", metavar="N"),
         arg("--restart", metavar="P", choices=["on-failure", "always", "never"]),
         arg("--label", metavar="L", dest="labels", action="append"),
+        arg("--needs-network", action="store_true", help="pause it while the network is down"),
         arg("cmdline", metavar="CMD [ARG...]", nargs="+", help="after '--'"))),
     "agents": Command("list the session's agents", rpc("agent.list"),
                       lambda r, a: echo(agent_lines(r) if r else ["no agents"])),

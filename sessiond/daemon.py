@@ -30,6 +30,7 @@ from .config import Config, ConfigError, resolve_config
 from .crew import Crew
 from .errors import SessiondError, StartupError
 from .manager import Manager
+from .netwatch import NetWatch
 from .paths import system_socket, system_state_dir, user_socket
 from .server import Connection, Limits, Server
 from .store import Store
@@ -132,6 +133,7 @@ class Daemon:
         self.manager: Manager  # set in run(), before the socket exists
         self.server: Server | None = None
         self.bound_socket = False
+        self.netwatch: asyncio.Task[None] | None = None
 
     def about(self) -> dict[str, Any]:
         return {
@@ -153,6 +155,7 @@ class Daemon:
             crew = Crew(self.paths.state_dir, str(self.paths.socket))
             self.manager = Manager(self.store, self.config, self, crew, tg.create_task)
             self.manager.on_change = self._status
+            self.manager.watch_network = lambda: self._watch_network(tg)
             if not procs.become_subreaper():
                 logger.warning("unable to become a child subreaper: escaped agent children "
                                "will be re-parented to init")  # fmt: skip
@@ -175,6 +178,8 @@ class Daemon:
             listener.close()
             server.close_all()
             watchdog.cancel()
+            if self.netwatch is not None:
+                self.netwatch.cancel()
             await self.manager.shutdown(self.config.daemon.on_shutdown)
         self._remove_socket()
         self.store.close()
@@ -303,6 +308,14 @@ class Daemon:
             self._set_socket_mode()
             logger.info("configuration reloaded from %s", config.source or "embedded defaults")
         self.notify("READY=1", self._status_line())
+
+    def _watch_network(self, tg: asyncio.TaskGroup) -> None:
+        if self.netwatch is None:
+            watch = NetWatch(self.manager.network, self._network_grace)
+            self.netwatch = tg.create_task(watch.run())
+
+    def _network_grace(self) -> float:
+        return self.config.daemon.network_grace  # read each time: a reload may change it
 
     def _status_line(self) -> str:
         live = self.manager.live

@@ -103,6 +103,8 @@ class Manager:
         self._timer: asyncio.TimerHandle | None = None
         self._unpublished: list[dict[str, Any]] = []
         self.on_change: Callable[[], None] = lambda: None
+        self.online: bool | None = None  # unknown until netwatch's first reading
+        self.watch_network: Callable[[], None] = lambda: None
         self.team = Team(self, store, crew)
 
     # -- loading -------------------------------------------------------------
@@ -127,6 +129,7 @@ class Manager:
             self._stopping[found.id] = self.spawn(self._stop_agents(found))
         self.team.find_orphans()
         self._arm()
+        asyncio.get_running_loop().call_soon(self.follow_network)
 
     # -- the lock ------------------------------------------------------------
 
@@ -391,6 +394,53 @@ class Manager:
                 self._hand_over()
         self._arm()
         self.on_change()
+        # Started, resumed or reconnected while offline: suspended once this move is done.
+        asyncio.get_running_loop().call_soon(self.follow_network)
+
+    # -- network -------------------------------------------------------------
+
+    def network(self, online: bool) -> None:
+        """netwatch: the machine went offline, or has been back for network_grace."""
+        try:
+            previous, self.online = self.online, online
+            if previous is not online and (previous is not None or not online):
+                self._network_event(online)  # online at start-up is no news
+            self.follow_network()
+        except StorageError as exc:
+            # Nothing changed (a move is written before it is made); the next change retries.
+            log.error("%s; the session does not follow the network change", exc.message)
+
+    def _network_event(self, online: bool) -> None:
+        if online:
+            grace = format_duration(self.config.daemon.network_grace)
+            kind, message = "network.up", f"network up: a default route is back for {grace}"
+        else:
+            kind, message = "network.down", "network down: no default route via an interface up"
+        live = self.live
+        with self.transaction():
+            self.event_for(live.id if live else None, live.name if live else None,
+                           kind, message, {"online": online})  # fmt: skip
+
+    def follow_network(self) -> None:
+        """Suspend the live session while offline if an agent needs the network; resume it.
+
+        The network is watched from the first agent that needs it on: pyroute2
+        costs ~20 MiB and ~300 modules, which a daemon without such agents is spared.
+        """
+        live = self.live
+        if live is None:
+            return
+        if self.team.needs_network(live.id):
+            self.watch_network()
+        if self.online is False and live.state in (State.ACTIVE, State.IDLE):
+            if self.team.needs_network(live.id):
+                self.move(Event.NETWORK_DOWN, "session.suspended",
+                          f"session {live.name} suspended: network down",
+                          pause_reason="network down")  # fmt: skip
+        elif self.online is True and live.state is State.SUSPENDED:
+            self.move(Event.NETWORK_UP, "session.resumed",
+                      f"session {live.name} resumed: the network is back",
+                      pause_reason=None)  # fmt: skip
 
     def _set_live(self, session: Session) -> None:
         previous = self.live
@@ -578,8 +628,9 @@ class Manager:
         self.event_for(s.id, s.name, kind, message, data)
 
     def event_for(
-        self, session_id: str, name: str, kind: str, message: str, data: Mapping[str, Any]
-    ) -> None:
+        self, session_id: str | None, name: str | None, kind: str, message: str,
+        data: Mapping[str, Any],
+    ) -> None:  # fmt: skip
         """Record an event inside transaction(); it is published once that commits."""
         now = time.time()
         seq = self.store.add_event(now, session_id, name, kind=kind, message=message, data=data)

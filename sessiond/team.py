@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sessiond")
 METRIC_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
-RUNNABLE = (State.ACTIVE, State.IDLE)
+RUNNABLE = (State.ACTIVE, State.IDLE, State.SUSPENDED)
 
 
 class Team:
@@ -75,6 +75,8 @@ class Team:
     def agent_changed(self, agent: Agent, kind: str, message: str) -> None:
         if kind == "agent.started":
             self.logs.follow(_log_key(agent), agent.log_path)
+            if self._held(agent):
+                self.supervisor.pause(agent)
         self._dirty[agent] = None
         self._pending_events.append((agent, kind, message))
         if not self._flush_armed:
@@ -243,6 +245,18 @@ class Team:
         if self._dirty or self._pending_events:
             self._flush()
 
+    def _held(self, agent: Agent) -> bool:
+        """A (re)started agent of a paused session, or needing the network while it is down."""
+        live = self.manager.live
+        if live is None or live.id != agent.session_id:
+            return False
+        return live.state is State.PAUSED or (
+            live.state is State.SUSPENDED and agent.spec.needs_network
+        )
+
+    def needs_network(self, session_id: str) -> bool:
+        return any(a.spec.needs_network for a in self.crew.agents(session_id))
+
     def pause_all(self, session_id: str, network_only: bool = False) -> None:
         for agent in self.crew.agents(session_id):
             if agent.spec.needs_network or not network_only:
@@ -321,6 +335,8 @@ class Team:
             raise InvalidParams(
                 str(exc), "check the command name and that it is executable"
             ) from None
+        if needs_network:
+            self.manager.follow_network()
         return agent
 
     def find(self, live: Session, name: str) -> Agent:

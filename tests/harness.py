@@ -40,7 +40,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
 
 class DaemonProcess:
     def __init__(self, root: Path, config: str = "", user_mode: bool = True,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.root = root
         self.socket = root / "run" / "sessiond.sock"
         self.state_dir = root / "state"
@@ -48,6 +48,7 @@ class DaemonProcess:
         self.config_path.write_text(config)
         self.user_mode = user_mode
         self.env = env or {}
+        self.prefix = prefix  # e.g. ip netns exec NAME: it execs, so proc.pid is the daemon's
         self.proc: subprocess.Popen[bytes] | None = None
         self.notify_path = root / "notify.sock"
         self.notify_sock: socket.socket | None = None
@@ -57,7 +58,7 @@ class DaemonProcess:
     # -- lifecycle -----------------------------------------------------------
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "sessiond", "--socket", str(self.socket),
+        cmd = [*self.prefix, sys.executable, "-m", "sessiond", "--socket", str(self.socket),
                "--state-dir", str(self.state_dir), "--config", str(self.config_path),
                "--log-level", "debug"]  # fmt: skip
         return [*cmd, "--user"] if self.user_mode else cmd
