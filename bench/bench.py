@@ -57,7 +57,10 @@ def machine() -> dict[str, str]:
 class Daemon:
     """One sessiond in its own state dir, with a notify socket we own."""
 
-    def __init__(self, base: Path, tag: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, base: Path, tag: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+    ) -> None:
+        self.prefix = prefix  # e.g. ip netns exec NAME, which execs: proc.pid stays the daemon's
         self.socket = base / f"{tag}.sock"
         self.state = base / f"{tag}.state"
         self.notify_path = base / f"{tag}.ntf"
@@ -72,7 +75,7 @@ class Daemon:
 
     def start(self) -> float:
         """Exec the daemon; return seconds from just before Popen to READY=1."""
-        argv = [SESSIOND, "--user", "--socket", str(self.socket)]
+        argv = [*self.prefix, SESSIOND, "--user", "--socket", str(self.socket)]
         argv += ["--state-dir", str(self.state), "--config", str(self.config)]
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(argv, env=self.env, cwd=CWD, stdout=self.log, stderr=self.log)
