@@ -34,7 +34,8 @@ def session_status(ctx: Ctx) -> dict[str, Any]:
     {"method": "session.status"} — sessionc status"""
     live = ctx.daemon.manager.live
     return {
-        "daemon": ctx.daemon.about(),
+        # The configured templates: what `start --template` takes (and shell completion offers).
+        "daemon": {**ctx.daemon.about(), "templates": sorted(ctx.daemon.config.templates)},
         "session": _wire(ctx, live) if live else None,
         "queue": ctx.daemon.manager.waiting(),
         "orphans": ctx.daemon.manager.team.orphans(),

@@ -57,6 +57,7 @@ def marked_processes(daemon) -> list[int]:
 def test_template_agents_run_and_a_killed_one_comes_back(make_daemon):
     config = agent("a", SLEEPER, min_uptime="1s", labels=["work"]) + agent("b", SLEEPER)
     daemon = make_daemon(config + '[templates.t]\nagents = ["a", "b"]\n')
+    assert daemon.call("session.status")["daemon"]["templates"] == ["t"]
     session = daemon.call("session.start", name="s", template="t")
     assert session["state"] == "active"
     assert {a["name"]: a["state"] for a in session["agents"]} == {"a": "running", "b": "running"}
