@@ -49,7 +49,8 @@ EXIT_INTERRUPTED = 130
 EXIT_NOT_FOUND = 5
 RESERVED_SET_KEYS = {"name", "template", "from", "wait", "tty"}
 _NUMBER = r"(\d+(?:\.\d+)?)"
-_DURATION = f"(?:{_NUMBER}d)?(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?"  # re's cache compiles
+# The config's grammar (config._DURATION_RE), spaces between parts included: "1h 30m".
+_DURATION = r"\s*".join(f"(?:{_NUMBER}{unit})?" for unit in "dhms")  # re's cache compiles
 _UNIT_SECONDS = (86400, 3600, 60, 1)
 _HHMM = r"([01]?\d|2[0-3]):[0-5]\d"
 

@@ -322,6 +322,7 @@ def test_help_is_formatted_as_by_argparse(columns: str, monkeypatch: pytest.Monk
         ("2d", 172800),
         ("1h0m5s", 3605),
         (" 45s ", 45),
+        ("1h 30m", 5400),
         ("0", 0),
     ],
 )
@@ -333,6 +334,22 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["90", "1.5", "1h 30m", "1d2h3m4s", "5 m", "1m1h", "", "-5"])
+def test_cli_and_config_read_durations_alike(text: str) -> None:
+    """sessionc keeps its own parser (config.py is too heavy to import): the two must agree."""
+    from sessiond import config
+
+    try:
+        expected: float | None = config.parse_duration(text)
+    except ValueError:
+        expected = None
+    try:
+        got: float | None = parse_duration(text)
+    except ValueError:
+        got = None
+    assert got == expected
 
 
 @pytest.mark.parametrize(
