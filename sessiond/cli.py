@@ -519,7 +519,8 @@ def do_join(client: Client, args: argparse.Namespace) -> Any:
 
 
 def do_run(client: Client, args: argparse.Namespace) -> Any:
-    # The caller's environment is not sent: an agent gets the daemon's, plus SESSIOND_*.
+    # The caller's environment is not sent: an agent gets a clean one (PATH, HOME, USER,
+    # LOGNAME, SHELL), its configured env and SESSIOND_*, as a template agent does.
     params = {"command": args.cmdline, "cwd": os.getcwd()}
     options = given(args, ["name", "restart", "labels", "needs_network"])
     return client.call("agent.run", {**params, **options})
@@ -636,6 +637,18 @@ def health_exit(health: Any) -> int:
     return EXIT_NOT_FOUND if health.get("status") == "not_found" else EXIT_FAILURE
 
 
+def do_completion(client: Client, args: argparse.Namespace) -> Any:
+    from sessiond import completion  # noqa: PLC0415 -- not loaded at every sessionc start
+
+    return completion.script(args.shell, COMMANDS, GLOBAL_OPTIONS)
+
+
+def do_complete(client: Client, args: argparse.Namespace) -> Any:
+    from sessiond import completion  # noqa: PLC0415 -- not loaded at every sessionc start
+
+    return completion.names(client, args.kind)
+
+
 # ---------------------------------------------------------------- the command table
 
 
@@ -740,6 +753,11 @@ COMMANDS: dict[str, Command] = {
         arg("--metric", metavar="K=V", dest="metrics", action="append", type=_argtype(_metric)),
         arg("--error", metavar="TEXT", help="counts as an error of the session"),
         arg("--checkpoint", metavar="FILE", help="store the JSON in FILE ('-': stdin)"))),
+    "completion": Command("print a shell script that completes sessionc's words, to source",
+                          do_completion, lambda r, a: print(r, end=""),
+                          (arg("shell", choices=["bash", "zsh"]),)),
+    "__complete": Command("", do_complete, lambda r, a: echo(r),  # no help: hidden; for scripts
+                          (arg("kind", choices=["templates", "agents", "sessions"]),)),
 }  # fmt: skip
 
 EPILOG = """\
@@ -846,7 +864,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sessionc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS if command is None else [command]:
-        p = sub.add_parser(name, help=COMMANDS[name].help, description=COMMANDS[name].help,
+        listed: dict[str, Any] = {"help": COMMANDS[name].help} if COMMANDS[name].help else {}
+        p = sub.add_parser(name, **listed, description=COMMANDS[name].help,
                            parents=[common], formatter_class=common.formatter_class,
                            allow_abbrev=False)  # fmt: skip
         for flags, options in COMMANDS[name].args:

@@ -1,0 +1,426 @@
+"""Shell completion for sessionc: `sessionc completion bash|zsh` and `__complete KIND`.
+
+Theory of operation. The scripts are generated from sessionc's own tables,
+cli.COMMANDS and cli.GLOBAL_OPTIONS, so a command or an option added there
+completes without a change here. `params()` reads one command's argparse specs
+into `Param`s: its flags, whether it takes a value, its choices, and what
+completes that value (a `Source`). What the table cannot say (that `--template`
+names a template, that `agent ACTION NAME` names an agent) is said once, in
+SOURCES. From the params, `bash_script()` writes tables (bash associative
+arrays) read by one generic function, and `zsh_script()` writes one
+`_arguments` call per command, which gives zsh users each option's help too.
+
+Names that only the daemon knows are asked for at TAB time, through the hidden
+command `sessionc [--socket PATH] __complete KIND`, which prints one name a
+line, and nothing, with status 0, when the daemon is down, slow (HELPER_TIMEOUT)
+or refuses. The scripts pass on a `--socket` given earlier on the line, and run
+the sessionc that is being completed (`~/bin/sessionc st<TAB>` asks that one).
+
+Templates are the configured ones, which `session.status` lists in its `daemon`
+object; sessions are the recent ones of `session.history`.
+
+This module is imported only by these two commands, never by `sessionc status`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sessiond.errors import SessiondError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    from sessiond.cli import ArgSpec, Command
+    from sessiond.client import Client
+
+HELPER = "__complete"
+HELPER_TIMEOUT = 1.0  # seconds a TAB may wait for the daemon
+HISTORY_LIMIT = 200  # past sessions searched for session names
+FLAG_ACTIONS = {"store_true", "store_false", "store_const", "count", "help", "version"}
+HELP_FLAGS = ("-h", "--help")
+
+
+class Source(enum.Enum):
+    """What completes an argument's value besides its choices."""
+
+    NOTHING = ""
+    FILES = "files"
+    COMMAND_LINE = "commands"  # a command, then its arguments (files)
+    TEMPLATES = "templates"  # from the daemon, like the two below
+    AGENTS = "agents"
+    SESSIONS = "sessions"
+
+
+ASKED = (Source.TEMPLATES, Source.AGENTS, Source.SESSIONS)
+# (command, dest) → Source; command "*" for a global option. A positional `name`
+# of any other command is a session name.
+SOURCES = {
+    ("*", "socket"): Source.FILES,
+    ("start", "template"): Source.TEMPLATES,
+    ("start", "from_"): Source.SESSIONS,
+    ("agent", "name"): Source.AGENTS,
+    ("logs", "agent"): Source.AGENTS,
+    ("run", "cmdline"): Source.COMMAND_LINE,
+    ("export", "output"): Source.FILES,
+    ("report", "checkpoint"): Source.FILES,
+}
+
+
+class Param:
+    """One argument of a command as the completion scripts see it."""
+
+    __slots__ = ("choices", "dest", "flags", "help", "metavar", "nargs", "repeats", "source",
+                 "switch")  # fmt: skip
+
+    def __init__(self, command: str, flags: tuple[str, ...], options: dict[str, Any]) -> None:
+        self.flags = flags if flags[0].startswith("-") else ()
+        self.dest: str = options.get("dest") or flags[0].lstrip("-").replace("-", "_")
+        self.help: str = options.get("help") or ""
+        self.metavar: str = options.get("metavar") or self.dest
+        self.choices: list[str] = list(options.get("choices") or [])
+        self.nargs = options.get("nargs")
+        self.switch = options.get("action") in FLAG_ACTIONS  # --json: never a value
+        self.repeats = options.get("action") == "append" or self.nargs in ("*", "+")
+        found = SOURCES.get((command, self.dest)) or SOURCES.get(("*", self.dest))
+        if found is None and not self.flags and self.dest == "name":
+            found = Source.SESSIONS
+        self.source = found or Source.NOTHING
+
+    @property
+    def takes_value(self) -> bool:
+        """An option that needs the next word (or `=value`), or a positional."""
+        return not self.flags or not (self.switch or self.nargs == "?")
+
+
+def params(command: str, specs: Iterable[ArgSpec]) -> list[Param]:
+    return [Param(command, flags, options) for flags, options in specs]
+
+
+def visible(commands: dict[str, Command]) -> dict[str, Command]:
+    """The commands that `sessionc --help` lists: not the hidden helper."""
+    return {name: command for name, command in commands.items() if command.help}
+
+
+# ---------------------------------------------------------------- the helper
+
+
+def _unique(items: Any, key: str) -> list[str]:
+    """The distinct string `key`s of the dicts in `items`, in order."""
+    found = (i.get(key) for i in items if isinstance(i, dict)) if isinstance(items, list) else ()
+    return list(dict.fromkeys(name for name in found if isinstance(name, str) and name))
+
+
+ASK: dict[str, Callable[[Client], list[str]]] = {
+    Source.AGENTS.value: lambda client: _unique(client.call("agent.list"), "name"),
+    Source.SESSIONS.value: lambda client: _unique(
+        client.call("session.history", {"limit": HISTORY_LIMIT}), "name"
+    ),
+    Source.TEMPLATES.value: lambda client: [
+        str(name) for name in client.call("session.status")["daemon"].get("templates", [])
+    ],
+}
+
+
+def names(client: Client, kind: str) -> list[str]:
+    """`sessionc __complete KIND`: names of KIND; none when the daemon cannot tell."""
+    client.timeout = HELPER_TIMEOUT
+    try:
+        return ASK[kind](client)
+    except SessiondError:  # down, slow, or not allowed: a TAB offers nothing, quietly
+        return []
+
+
+def script(shell: str, commands: dict[str, Command], global_options: Iterable[ArgSpec]) -> str:
+    """`sessionc completion SHELL`: the script to source."""
+    make = {"bash": bash_script, "zsh": zsh_script}[shell]
+    return make(visible(commands), params("*", global_options))
+
+
+# ---------------------------------------------------------------- bash
+
+
+def sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def option_words(ps: Iterable[Param]) -> list[str]:
+    return [flag for p in ps for flag in p.flags]
+
+
+def bash_value(p: Param) -> str:
+    """A value of _sessionc_values: its choices, or @SOURCE; '' for nothing to offer."""
+    if p.choices:
+        return " ".join(p.choices)
+    return f"@{p.source.value}" if p.source is not Source.NOTHING else ""
+
+
+def bash_values(name: str, ps: list[Param]) -> list[tuple[str, str]]:
+    """("COMMAND OPTION" or "COMMAND N", value) for each option with a value and argument."""
+    rows = [(f"{name} {flag}".lstrip("* "), bash_value(p))
+            for p in ps if p.flags and p.takes_value for flag in p.flags]  # fmt: skip
+    positionals = [p for p in ps if not p.flags]
+    for n, p in enumerate(positionals, start=1):
+        rows.append((f"{name} {n}", bash_value(p)))
+        if p.repeats:
+            rest = "@files" if p.source is Source.COMMAND_LINE else bash_value(p)
+            rows.append((f"{name} *", rest))
+    return rows
+
+
+def bash_script(commands: dict[str, Command], global_params: list[Param]) -> str:
+    top = [*option_words(global_params), "--version", *HELP_FLAGS]
+    options, values = [], bash_values("*", global_params)
+    for name, command in commands.items():
+        ps = params(name, command.args)
+        words = [*option_words(ps), *option_words(global_params), *HELP_FLAGS]
+        options.append(f"    [{sh_quote(name)}]={sh_quote(' '.join(words))}")
+        values += bash_values(name, ps)
+    value_lines = [f"    [{sh_quote(key)}]={sh_quote(value)}" for key, value in values]
+    return BASH.format(
+        commands=sh_quote(" ".join(commands)),
+        top=sh_quote(" ".join(top)),
+        options="\n".join(options),
+        values="\n".join(value_lines),
+        helper=HELPER,
+    )
+
+
+BASH = """\
+# bash completion for sessionc                             -*- shell-script -*-
+# Generated by `sessionc completion bash` from sessionc's command table:
+# regenerate it, do not edit it. Use: source <(sessionc completion bash), or save
+# it as ~/.local/share/bash-completion/completions/sessionc.
+
+_sessionc_commands={commands}
+_sessionc_top={top}
+declare -gA _sessionc_options=(
+{options}
+)
+# What completes the value of an option ('COMMAND OPTION', or 'OPTION' for a
+# global one), or the Nth argument of a command ('COMMAND N'; 'COMMAND *' for
+# those after the last): words; @files; @commands; @templates, @agents and
+# @sessions, asked of the daemon; '' for nothing to offer.
+declare -gA _sessionc_values=(
+{values}
+)
+
+_sessionc_ask() {{  # KIND SOCKET: the daemon's names of KIND, one a line; nothing when it is down
+    local prog=${{COMP_WORDS[0]}}
+    [[ $prog == "~/"* ]] && prog=$HOME/${{prog#"~/"}}
+    type -P -- "$prog" >/dev/null 2>&1 || prog=sessionc
+    "$prog" ${{2:+--socket "$2"}} {helper} "$1" 2>/dev/null
+}}
+
+_sessionc_reply() {{  # VALUE CUR SOCKET PREFIX: COMPREPLY from a _sessionc_values value
+    case $1 in
+    @files) compopt -o filenames 2>/dev/null
+        mapfile -t COMPREPLY < <(compgen -f -- "$2") ;;
+    @commands) mapfile -t COMPREPLY < <(compgen -c -- "$2") ;;
+    @*) mapfile -t COMPREPLY < <(compgen -W "$(_sessionc_ask "${{1#@}}" "$3")" -- "$2") ;;
+    *) mapfile -t COMPREPLY < <(compgen -W "$1" -- "$2") ;;
+    esac
+    [[ -z $4 ]] || COMPREPLY=("${{COMPREPLY[@]/#/$4}}")
+}}
+
+_sessionc_key() {{  # COMMAND OPTION: sets key to OPTION's _sessionc_values key, if it takes a value
+    for key in "$1 $2" "$2"; do
+        [[ -n ${{_sessionc_values[$key]+set}} ]] && return 0
+    done
+    return 1
+}}
+
+_sessionc() {{
+    local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}} prefix=
+    local cmd= socket= rest= key word n=0 i
+    local -a words=()
+    COMPREPLY=()
+    # --opt=value is three words when '=' is in COMP_WORDBREAKS (the default), else one
+    if [[ $cur == = ]]; then
+        cur=
+    elif [[ $prev == = ]]; then
+        prev=${{COMP_WORDS[COMP_CWORD-2]}}
+    elif [[ $cur == --*=* ]]; then
+        prev=${{cur%%=*}} prefix=${{cur%%=*}}= cur=${{cur#*=}}
+    fi
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word=${{COMP_WORDS[i]}}
+        if [[ $word == = && ${{#words[@]}} -gt 0 && ${{words[-1]}} == --* ]]; then
+            words[-1]+==
+            ((i + 1 < COMP_CWORD)) && words[-1]+=${{COMP_WORDS[++i]}}
+        else
+            words+=("$word")
+        fi
+    done
+    for ((i = 0; i < ${{#words[@]}}; i++)); do
+        word=${{words[i]}}
+        if [[ -n $rest ]]; then n=$((n + 1)); continue; fi
+        case $word in
+        --) rest=1 ;;
+        --socket=*) socket=${{word#*=}} ;;
+        --socket) socket=${{words[i+1]}} i=$((i + 1)) ;;
+        -*) _sessionc_key "$cmd" "$word" && i=$((i + 1)) ;;
+        *) if [[ -z $cmd ]]; then cmd=$word; else n=$((n + 1)); fi ;;
+        esac
+    done
+    [[ $socket == "~/"* ]] && socket=$HOME/${{socket#"~/"}}
+    if [[ -z $rest && ( -n $prefix || $prev == -* ) ]] && _sessionc_key "$cmd" "$prev"; then
+        _sessionc_reply "${{_sessionc_values[$key]}}" "$cur" "$socket" "$prefix"
+    elif [[ -z $rest && $cur == -* ]]; then
+        [[ -n $cmd ]] && key=${{_sessionc_options[$cmd]-}} || key=$_sessionc_top
+        mapfile -t COMPREPLY < <(compgen -W "$key" -- "$cur")
+    elif [[ -z $cmd ]]; then
+        mapfile -t COMPREPLY < <(compgen -W "$_sessionc_commands" -- "$cur")
+    else
+        for key in "$cmd $((n + 1))" "$cmd *"; do
+            if [[ -n ${{_sessionc_values[$key]+set}} ]]; then
+                _sessionc_reply "${{_sessionc_values[$key]}}" "$cur" "$socket"
+                break
+            fi
+        done
+    fi
+    return 0
+}}
+
+complete -F _sessionc sessionc
+"""
+
+
+# ---------------------------------------------------------------- zsh
+
+
+def zsh_escape(text: str, chars: str) -> str:
+    for char in "\\" + chars:
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def zsh_action(p: Param) -> str:
+    if p.choices:
+        return "(" + " ".join(zsh_escape(c, " ()") for c in p.choices) + ")"
+    return {
+        Source.NOTHING: "",
+        Source.FILES: "_files",
+        Source.COMMAND_LINE: "_sessionc_command_line",
+    }.get(p.source, f"_sessionc_names {p.source.value}")
+
+
+def zsh_argument(p: Param) -> str:
+    """The ':message:action' part: what the value is and what completes it."""
+    message = p.source.value[:-1] if p.source in ASKED else p.metavar
+    return f":{zsh_escape(message, ':')}:{zsh_action(p)}"
+
+
+def zsh_specs(p: Param) -> list[str]:
+    """The _arguments specs of one argument, unquoted."""
+    if not p.flags:
+        if p.source is Source.COMMAND_LINE:
+            return [f"*::command line:{zsh_action(p)}"]
+        return [{"?": ":", "*": "*", "+": "*"}.get(p.nargs or "", "") + zsh_argument(p)]
+    excluded = f"({' '.join(p.flags)})" if len(p.flags) > 1 and not p.repeats else ""
+    described = f"[{zsh_escape(p.help, '[]')}]" if p.help else ""
+    specs = []
+    for flag in p.flags:
+        form, argument = "", ""
+        if p.takes_value:
+            form, argument = ("=" if flag.startswith("--") else "+"), zsh_argument(p)
+        elif not p.switch:  # --wait, or --wait=D
+            form, argument = "=-", ":" + zsh_argument(p)
+        specs.append(f"{'*' if p.repeats else ''}{excluded}{flag}{form}{described}{argument}")
+    return specs
+
+
+def zsh_words(specs: Iterable[str], indent: str) -> str:
+    return "".join(f" \\\n{indent}{sh_quote(spec)}" for spec in specs)
+
+
+def zsh_script(commands: dict[str, Command], global_params: list[Param]) -> str:
+    cases = []
+    for name, command in commands.items():
+        specs = [spec for p in params(name, command.args) for spec in zsh_specs(p)]
+        cases.append(f"    ({name})\n      _arguments -S : $global{zsh_words(specs, '        ')}")
+    described = (f"{zsh_escape(name, ':')}:{command.help}" for name, command in commands.items())
+    return ZSH.format(
+        commands=zsh_words(described, "    "),
+        global_specs=zsh_words((s for p in global_params for s in zsh_specs(p)), "    "),
+        cases=" ;;\n".join(cases),
+        helper=HELPER,
+    )
+
+
+ZSH = """\
+#compdef sessionc
+# zsh completion for sessionc. Generated by `sessionc completion zsh` from
+# sessionc's command table: regenerate it, do not edit it. Use:
+# source <(sessionc completion zsh) after compinit, or save it as _sessionc in a
+# directory of $fpath.
+
+_sessionc_names() {{  # [COMPADD-OPTION...] KIND: the daemon's names of KIND; none when it is down
+  local prog=${{_sessionc_prog:-sessionc}}
+  local -a names socket
+  [[ $prog == \\~/* ]] && prog=$HOME/${{prog#\\~/}}
+  [[ $prog == */* && -x $prog ]] || (( $+commands[$prog] )) || prog=sessionc
+  [[ -n $_sessionc_socket ]] && socket=(--socket $_sessionc_socket)
+  names=(${{(f)"$($prog $socket {helper} $argv[-1] 2>/dev/null)"}})
+  compadd "${{(@)argv[1,-2]}}" -a names  # _arguments puts its options before KIND
+}}
+
+_sessionc_command_line() {{  # run's CMD [ARG...]: as if typed on its own line
+  if [[ $words[1] == -- ]]; then  # zsh keeps a `--` that comes first
+    shift words
+    (( CURRENT-- ))
+  elif (( CURRENT == 1 )) && [[ $PREFIX == -* ]]; then
+    return 1  # an option of run's, not a command
+  fi
+  _normal
+}}
+
+_sessionc_commands() {{
+  local -a commands=({commands}
+  )
+  _describe -t commands 'sessionc command' commands
+}}
+
+_sessionc() {{
+  local curcontext=$curcontext state state_descr line ret=1 i
+  local -A opt_args
+  # what _sessionc_names needs, from the words before the command's are cut out
+  local _sessionc_prog=${{(Q)words[1]}} _sessionc_socket=
+  for (( i = 2; i < CURRENT; i++ )); do
+    case $words[i] in
+      (--) break ;;
+      (--socket) _sessionc_socket=${{(Q)words[i+1]}} ;;
+      (--socket=*) _sessionc_socket=${{(Q)words[i]#--socket=}} ;;
+    esac
+  done
+  [[ $_sessionc_socket == \\~/* ]] && _sessionc_socket=$HOME/${{_sessionc_socket#\\~/}}
+  local -a global=({global_specs}
+    '(- : *)'{{-h,--help}}'[show help and exit]'
+  )
+  _arguments -C -S : $global \\
+    '(- : *)--version[show the version and exit]' \\
+    '(-): :->command' \\
+    '(-)*:: :->args' && ret=0
+  case $state in
+  (command)
+    _sessionc_commands && ret=0 ;;
+  (args)
+    curcontext=${{curcontext%:*:*}}:sessionc-$words[1]:
+    case $words[1] in
+{cases} ;;
+    esac && ret=0 ;;
+  esac
+  return ret
+}}
+
+if [[ $funcstack[1] == _sessionc ]]; then  # autoloaded from $fpath: this is its first call
+  _sessionc "$@"
+elif (( $+functions[compdef] )); then
+  compdef _sessionc sessionc
+else
+  print -u2 "sessionc: unable to set up completion: compinit has not run" \\
+    "(run 'autoload -U compinit && compinit' first)"
+fi
+"""
