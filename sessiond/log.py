@@ -40,7 +40,9 @@ def setup(level: str) -> None:
     root.setLevel(NOTICE if level == "notice" else level.upper())
 
 
-WARNING_KINDS = frozenset({"agent.failed", "network.down", "session.disconnected", "session.failed"})
+WARNING_KINDS = frozenset(
+    {"agent.failed", "network.down", "session.disconnected", "session.failed"}
+)
 
 
 def priority(event: dict[str, Any]) -> int:

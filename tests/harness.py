@@ -40,7 +40,8 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
 
 class DaemonProcess:
     def __init__(self, root: Path, config: str = "", user_mode: bool = True,
-                 env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.root = root
         self.socket = root / "run" / "sessiond.sock"
         self.state_dir = root / "state"

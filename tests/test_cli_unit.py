@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from sessiond import cli
+from sessiond import cli, config
 from sessiond.cli import (
     fmt_bytes,
     fmt_duration,
@@ -339,8 +339,6 @@ def test_parse_duration_rejects(text: str) -> None:
 @pytest.mark.parametrize("text", ["90", "1.5", "1h 30m", "1d2h3m4s", "5 m", "1m1h", "", "-5"])
 def test_cli_and_config_read_durations_alike(text: str) -> None:
     """sessionc keeps its own parser (config.py is too heavy to import): the two must agree."""
-    from sessiond import config
-
     try:
         expected: float | None = config.parse_duration(text)
     except ValueError:
