@@ -321,8 +321,11 @@ class Daemon:
         live = self.manager.live
         if live is None:
             return "STATUS=no active session"
+        agents = len(self.manager.team.crew.agents(live.id))
+        people = len(live.participants)
         return (
-            f"STATUS=session {live.name} {live.state.value}, {len(live.participants)} participants"
+            f"STATUS=session {live.name} {live.state.value}, {_count(agents, 'agent')}, "
+            f"{_count(people, 'participant')}"
         )
 
     def _status(self) -> None:
@@ -335,6 +338,10 @@ class Daemon:
         while True:
             self.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -337,6 +337,7 @@ class Team:
             ) from None
         if needs_network:
             self.manager.follow_network()
+        self.manager.on_change()  # the STATUS= line counts the agents
         return agent
 
     def find(self, live: Session, name: str) -> Agent:

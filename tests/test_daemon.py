@@ -17,9 +17,13 @@ def test_ready_status_and_stopping_notifications(daemon):
     assert "READY=1" in daemon.notices
     assert "STATUS=no active session" in daemon.notices
     daemon.call("session.start", name="nightly")
-    wait_for(lambda: daemon.read_notices(0.2) or any(
-        n.startswith("STATUS=session nightly active") for n in daemon.notices),
-        what="a STATUS line naming the session")  # fmt: skip
+    wait_for(lambda: daemon.read_notices(0.2) or
+             "STATUS=session nightly active, 0 agents, 0 participants" in daemon.notices,
+             what="a STATUS line naming the session")  # fmt: skip
+    daemon.call("agent.run", command=["sleep", "60"], cwd="/")
+    wait_for(lambda: daemon.read_notices(0.2) or
+             "STATUS=session nightly active, 1 agent, 0 participants" in daemon.notices,
+             what="a STATUS line counting the new agent")  # fmt: skip
     daemon.signal(signal.SIGTERM)
     daemon.wait_notice("STOPPING=1")
     assert daemon.proc.wait(10) == 0
