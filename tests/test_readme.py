@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sysd import HOST_STEPS, INSTALL_STEPS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -42,3 +43,10 @@ def test_the_shell_one_liners_answer(daemon):
     ping, status = (json.loads(line) for line in done.stdout.splitlines())
     assert ping["id"] == 1 and ping["result"]["pid"] == daemon.proc.pid
     assert status["id"] == 2 and status["result"]["session"] is None
+
+
+def test_the_install_commands_are_those_the_systemd_test_runs():
+    section = README.read_text().split("### As a system service", 1)[1].split("\n### ", 1)[0]
+    shown = [line for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+             for line in block.splitlines()]  # fmt: skip
+    assert shown == HOST_STEPS + INSTALL_STEPS
