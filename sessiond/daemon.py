@@ -134,6 +134,7 @@ class Daemon:
         self.server: Server | None = None
         self.bound_socket = False
         self.netwatch: asyncio.Task[None] | None = None
+        self.listening: socket.socket | None = None
 
     def about(self) -> dict[str, Any]:
         return {
@@ -167,6 +168,7 @@ class Daemon:
             listener = await loop.create_unix_server(
                 lambda: Connection(server), sock=sock, backlog=self._backlog()
             )
+            self.listening = sock
             self._install_signals()
             self.notify("READY=1", self._status_line())
             logger.info("sessiond %s listening on %s (state in %s)", __version__,
@@ -210,6 +212,16 @@ class Daemon:
     def _limits(self) -> Limits:
         d = self.config.daemon
         return Limits(d.max_clients, d.max_request_bytes, d.client_timeout)
+
+    def _apply_limits(self) -> None:
+        """A reload's client limits and log rotation, for what comes next."""
+        d = self.config.daemon
+        if self.server is not None:
+            self.server.limits = self._limits()
+        if self.listening is not None:
+            self.listening.listen(self._backlog())  # Linux takes a new backlog as it listens
+        watcher = self.manager.team.logs
+        watcher.max_bytes, watcher.files = d.log_max_bytes, d.log_files
 
     def _listening_socket(self) -> socket.socket:
         if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
@@ -306,6 +318,7 @@ class Daemon:
             self.config = self.manager.config = config
             self.admin_gid = group_id(config.daemon.admin_group)
             self._set_socket_mode()
+            self._apply_limits()
             logger.info("configuration reloaded from %s", config.source or "embedded defaults")
         self.notify("READY=1", self._status_line())
 

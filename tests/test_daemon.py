@@ -129,6 +129,13 @@ def test_sighup_reloads_and_ignores_a_broken_config(daemon):
     assert daemon.call("session.start", name="b")["settings"]["timeout"] == 7200.0
     daemon.wait_notice("RELOADING=1")
     assert held.sendall(PING) is None and read_line(held, buf)["id"] == 1
+    # The daemon's own limits follow a reload too: one client at most, from now on.
+    daemon.config_path.write_text("[daemon]\nmax_clients = 1\n")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: daemon.log().count("configuration reloaded") == 2, what="the second reload")
+    refused = read_line(raw_connection(daemon.socket), bytearray())
+    assert refused["error"]["data"]["name"] == "LIMIT_REACHED"
+    assert held.sendall(PING) is None and read_line(held, buf)["id"] == 1
 
 
 def test_socket_passed_by_systemd(short_tmp):
