@@ -324,7 +324,8 @@ class Daemon:
 
     def _watch_network(self, tg: asyncio.TaskGroup) -> None:
         if self.netwatch is None:
-            watch = NetWatch(self.manager.network, self._network_grace)
+            manager = self.manager
+            watch = NetWatch(manager.network, manager.network_blind, self._network_grace)
             self.netwatch = tg.create_task(watch.run())
 
     def _network_grace(self) -> float:

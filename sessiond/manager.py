@@ -105,6 +105,7 @@ class Manager:
         self.on_change: Callable[[], None] = lambda: None
         self.online: bool | None = None  # unknown until netwatch's first reading
         self.watch_network: Callable[[], None] = lambda: None
+        self.network_watched = True  # until netwatch finds it cannot
         self.team = Team(self, store, crew)
 
     # -- loading -------------------------------------------------------------
@@ -401,46 +402,60 @@ class Manager:
 
     def network(self, online: bool) -> None:
         """netwatch: the machine went offline, or has been back for network_grace."""
-        try:
-            previous, self.online = self.online, online
-            if previous is not online and (previous is not None or not online):
-                self._network_event(online)  # online at start-up is no news
-            self.follow_network()
-        except StorageError as exc:
-            # Nothing changed (a move is written before it is made); the next change retries.
-            log.error("%s; the session does not follow the network change", exc.message)
-
-    def _network_event(self, online: bool) -> None:
-        if online:
+        previous, self.online = self.online, online
+        if online and previous is False:  # online at start-up is no news
             grace = format_duration(self.config.daemon.network_grace)
-            kind, message = "network.up", f"network up: a default route is back for {grace}"
-        else:
-            kind, message = "network.down", "network down: no default route via an interface up"
+            self._network_event(
+                True, "network.up", f"network up: a default route is back for {grace}"
+            )
+        elif not online and previous is not False:
+            self._network_event(False, "network.down",
+                                "network down: no default route via an interface up")  # fmt: skip
+        self.follow_network()
+
+    def network_blind(self) -> None:
+        """netwatch cannot watch the network (any more): nothing waits for it."""
+        self.network_watched = False
+        self.online = True
+        self._network_event(True, "network.unwatched", "network no longer watched: agents "
+                            "with needs_network run regardless")  # fmt: skip
+        self.follow_network()
+
+    def _network_event(self, online: bool, kind: str, message: str) -> None:
         live = self.live
-        with self.transaction():
-            self.event_for(live.id if live else None, live.name if live else None,
-                           kind, message, {"online": online})  # fmt: skip
+        try:
+            with self.transaction():
+                self.event_for(live.id if live else None, live.name if live else None,
+                               kind, message, {"online": online})  # fmt: skip
+        except StorageError as exc:
+            log.error("%s; the event '%s' is not recorded", exc.message, message)
 
     def follow_network(self) -> None:
         """Suspend the live session while offline if an agent needs the network; resume it.
 
-        The network is watched from the first agent that needs it on: pyroute2
-        costs ~20 MiB and ~300 modules, which a daemon without such agents is spared.
+        The network is watched from the first agent that needs it on (or a
+        suspended session, whose agents were not all written down): pyroute2
+        costs ~11 MiB and ~300 modules, which a daemon without such agents is
+        spared. A move the disk cannot take is tried again a second later.
         """
         live = self.live
         if live is None:
             return
-        if self.team.needs_network(live.id):
+        wanted = self.team.needs_network(live.id)
+        if wanted or live.state is State.SUSPENDED:
             self.watch_network()
-        if self.online is False and live.state in (State.ACTIVE, State.IDLE):
-            if self.team.needs_network(live.id):
+        try:
+            if self.online is False and wanted and live.state in (State.ACTIVE, State.IDLE):
                 self.move(Event.NETWORK_DOWN, "session.suspended",
                           f"session {live.name} suspended: network down",
                           pause_reason="network down")  # fmt: skip
-        elif self.online is True and live.state is State.SUSPENDED:
-            self.move(Event.NETWORK_UP, "session.resumed",
-                      f"session {live.name} resumed: the network is back",
-                      pause_reason=None)  # fmt: skip
+            elif self.online is True and live.state is State.SUSPENDED:
+                why = "the network is back" if self.network_watched else "network not watched"
+                self.move(Event.NETWORK_UP, "session.resumed",
+                          f"session {live.name} resumed: {why}", pause_reason=None)  # fmt: skip
+        except StorageError as exc:
+            log.error("%s; retrying in %gs", exc.message, RETRY_SECONDS)
+            asyncio.get_running_loop().call_later(RETRY_SECONDS, self.follow_network)
 
     def _set_live(self, session: Session) -> None:
         previous = self.live

@@ -2,11 +2,13 @@
 
 Online means: a default route exists via an interface that is up and running
 (IFF_UP and IFF_RUNNING, i.e. administratively up with a carrier). The
-watcher subscribes to link, address and route events and, after each batch of
-them, reads the links and routes again: the kernel does not announce every
-route it drops (IPv4 routes of a link that goes down vanish silently), so the
-state is recomputed from a dump rather than patched from the events. Nothing
-polls: with no netlink traffic the task sleeps in the kernel.
+watcher subscribes to link, address and route events and, when some arrive,
+reads the links and routes again; events that arrive during a read are folded
+into the next one, so a burst of a thousand routes costs a few reads, not a
+thousand. It reads rather than patches its state from the events because the
+kernel does not announce every route it drops (IPv4 routes of a link that
+goes down vanish silently). Nothing polls: with no netlink traffic the task
+sleeps in the kernel.
 
 Going offline is reported at once; coming back is reported only once the
 machine has stayed online for `grace` seconds, so a link that flaps keeps a
@@ -16,6 +18,7 @@ suspended session suspended instead of toggling it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import logging
 from collections.abc import Callable, Iterable
@@ -62,10 +65,20 @@ def _default_route(msg: Any) -> Route | None:
 
 
 class NetWatch:
-    """Tells `on_change(online)` when the machine goes offline, and when it is back."""
+    """Tells `on_change(online)` when the machine goes offline, and when it is back.
 
-    def __init__(self, on_change: Callable[[bool], None], grace: Callable[[], float]) -> None:
+    `on_blind()` says the network can no longer be watched (no rtnetlink in a
+    sandbox, or an error reading it): nothing should wait for it any more.
+    """
+
+    def __init__(
+        self,
+        on_change: Callable[[bool], None],
+        on_blind: Callable[[], None],
+        grace: Callable[[], float],
+    ) -> None:
         self.on_change = on_change
+        self.on_blind = on_blind
         self.grace = grace  # read when needed: a reload may change it
         self.online: bool | None = None  # None until the first reading
         self._back: asyncio.TimerHandle | None = None
@@ -80,28 +93,48 @@ class NetWatch:
         except Exception as exc:  # noqa: BLE001 -- no netlink here (a sandbox): say so, run on
             log.warning("network awareness is off (rtnetlink: %s); agents with "
                         "needs_network run regardless", exc)  # fmt: skip
-            self.on_change(True)
+            self.on_blind()
             return
+        changed = asyncio.Event()
+        listener = asyncio.create_task(self._listen(monitor, changed))
         try:
-            await self._watch(monitor, query)
+            await self._watch(query, changed, listener)
         except Exception:
             # A bug here must not take the daemon down, nor leave a session suspended.
             log.exception("network awareness stopped; agents with needs_network run regardless")
-            self.on_change(True)
+            self.on_blind()
         finally:
+            listener.cancel()
             if self._back is not None:
                 self._back.cancel()
             monitor.close()
             query.close()
 
-    async def _watch(self, monitor: Any, query: Any) -> None:
+    async def _listen(self, monitor: Any, changed: asyncio.Event) -> None:
+        """Flag that something changed; a burst of events is then read back in one dump."""
+        try:
+            while True:
+                try:
+                    async for _ in monitor.get():
+                        changed.set()
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    # The kernel dropped events for a full buffer: the dump still tells.
+                    log.info("rtnetlink: %s; reading the links and routes again", exc)
+                    changed.set()
+        finally:
+            changed.set()  # wake _watch, to see this task end
+
+    async def _watch(
+        self, query: Any, changed: asyncio.Event, listener: asyncio.Task[None]
+    ) -> None:
         self._reading(await self._read(query), first=True)
         while True:
-            try:
-                async for _ in monitor.get():
-                    pass  # one batch of events: what changed is read from a dump below
-            except OSError as exc:  # ENOBUFS: events were lost, the dump still tells
-                log.info("rtnetlink: %s; reading the routes again", exc)
+            await changed.wait()
+            changed.clear()
+            if listener.done():
+                listener.result()  # its error, raised here
             self._reading(await self._read(query))
 
     async def _read(self, ipr: Any) -> bool:

@@ -239,6 +239,15 @@ class Supervisor:
             agent.state = step(agent.state, AgentEvent.RESUME)
             self.hooks.agent_changed(agent, "agent.running", f"agent {agent.name} resumed")
 
+    def settle(self, agent: Agent, stopped: bool) -> None:
+        """An adopted agent: stopped or running as its session wants, whatever its row said."""
+        self._signal(agent, signal.SIGSTOP if stopped else signal.SIGCONT)
+        want = AgentState.PAUSED if stopped else AgentState.RUNNING
+        if agent.state in (AgentState.RUNNING, AgentState.PAUSED) and agent.state is not want:
+            verb = "paused" if stopped else "resumed"
+            agent.state = step(agent.state, AgentEvent.PAUSE if stopped else AgentEvent.RESUME)
+            self.hooks.agent_changed(agent, f"agent.{want.value}", f"agent {agent.name} {verb}")
+
     def kill(self, agent: Agent, sig: int) -> None:
         if agent.pid is None:
             raise AgentRefused(agent.state, AgentEvent.STOP)

@@ -75,13 +75,13 @@ class Team:
     def agent_changed(self, agent: Agent, kind: str, message: str) -> None:
         if kind == "agent.started":
             self.logs.follow(_log_key(agent), agent.log_path)
-            if self._held(agent):
-                self.supervisor.pause(agent)
         self._dirty[agent] = None
         self._pending_events.append((agent, kind, message))
         if not self._flush_armed:
             self._flush_armed = True
             asyncio.get_running_loop().call_soon(self._flush)
+        if kind == "agent.started" and self._held(agent):
+            self.supervisor.pause(agent)  # recorded after its start
 
     def _lines(self, key: str, lines: list[str]) -> None:
         session_id, name = key.split("/", 1)
@@ -201,6 +201,8 @@ class Team:
             plan = revive_plan(row, procs.start_time(row["pid"]) if row["pid"] else None)
             if plan is Revival.ADOPT:
                 self.supervisor.adopt(agent, row["pid"])
+                # The row may lag the process (a crash before it was written): settle both.
+                self.supervisor.settle(agent, stopped=self._held(agent))
             elif plan is Revival.DIED:
                 self.supervisor.died_meanwhile(agent)
             elif plan is Revival.START and live.state in RUNNABLE:
@@ -246,13 +248,13 @@ class Team:
             self._flush()
 
     def _held(self, agent: Agent) -> bool:
-        """A (re)started agent of a paused session, or needing the network while it is down."""
+        """Should this agent be stopped (SIGSTOP): its session is paused, or it needs the
+        network and the session is suspended or about to be (the machine is offline)."""
         live = self.manager.live
         if live is None or live.id != agent.session_id:
             return False
-        return live.state is State.PAUSED or (
-            live.state is State.SUSPENDED and agent.spec.needs_network
-        )
+        offline = live.state is State.SUSPENDED or self.manager.online is False
+        return live.state is State.PAUSED or (agent.spec.needs_network and offline)
 
     def needs_network(self, session_id: str) -> bool:
         return any(a.spec.needs_network for a in self.crew.agents(session_id))
@@ -264,7 +266,7 @@ class Team:
 
     def resume_all(self, session_id: str, network_only: bool = False) -> None:
         for agent in self.crew.agents(session_id):
-            if agent.spec.needs_network or not network_only:
+            if (agent.spec.needs_network or not network_only) and not self._held(agent):
                 self.supervisor.resume(agent)
 
     def restart_all(self, session_id: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -18,7 +19,8 @@ from collections.abc import Iterator
 import pytest
 from test_agents import SLEEPER, agent, agents_of, proc_state
 
-from harness import wait_for
+from harness import fill, wait_for
+from sessiond.client import RemoteError
 from sessiond.netwatch import Route, is_online
 
 GATEWAY = "10.77.0.2"
@@ -126,6 +128,58 @@ def test_a_daemon_restarted_while_offline_keeps_the_session_suspended(make_daemo
              timeout=5, what="resumed by the new daemon")  # fmt: skip
 
 
+def test_a_user_resume_while_offline_leaves_network_agents_stopped(make_daemon, netns):
+    daemon = make_daemon(network_config("1s"), prefix=netns.prefix)
+    daemon.call("session.start", name="s", template="t")
+    net, local = (agents_of(daemon)[n]["pid"] for n in ("net", "local"))
+    daemon.call("session.pause")
+    netns.route_down()
+    wait_for(lambda: "network.down" in kinds(daemon), timeout=2, what="the network.down event")
+    assert state(daemon) == "paused", "a user's pause outranks the network"
+    daemon.call("session.resume")
+    wait_for(lambda: state(daemon) == "suspended", timeout=2, what="suspended after the resume")
+    assert proc_state(net) == "T" and proc_state(local) != "T"
+    net_events = [e["kind"] for e in daemon.call("events.tail", lines=200)
+                  if e["message"].startswith("agent net ")]  # fmt: skip
+    assert net_events == ["agent.started", "agent.paused"], "never continued while offline"
+
+
+def test_an_agent_found_running_after_a_crash_is_stopped_again(make_daemon, netns):
+    daemon = make_daemon(network_config("1s"), prefix=netns.prefix)
+    daemon.call("session.start", name="s", template="t")
+    net = agents_of(daemon)["net"]["pid"]
+    netns.route_down()
+    wait_for(lambda: proc_state(net) == "T", timeout=2, what="the agent stopped")
+    daemon.kill9()
+    # What a crash between the session's move and the agent's row would leave behind.
+    os.kill(net, signal.SIGCONT)
+    wait_for(lambda: proc_state(net) != "T", what="the agent running without a daemon")
+    daemon.restart()
+    wait_for(lambda: proc_state(net) == "T", timeout=2, what="stopped again by the new daemon")
+    assert state(daemon) == "suspended" and agents_of(daemon)["net"]["state"] == "paused"
+
+
+def test_a_return_the_disk_cannot_record_resumes_once_it_can(make_daemon, netns, tiny_state_dir):
+    daemon = make_daemon(network_config("0.5s"), start=False, prefix=netns.prefix)
+    daemon.state_dir = tiny_state_dir / "state"
+    daemon.start()
+    daemon.call("session.start", name="s", template="t")
+    net = agents_of(daemon)["net"]["pid"]
+    netns.route_down()
+    wait_for(lambda: state(daemon) == "suspended", timeout=2, what="suspended")
+    filler = fill(tiny_state_dir)
+    with pytest.raises(RemoteError) as full:
+        for _ in range(50):  # the WAL may hold a few pages' slack
+            daemon.call("session.touch")
+    assert full.value.code == -32010
+    netns.route_up()
+    wait_for(lambda: "retrying in 1s" in daemon.log(), what="the failed resume, to be retried")
+    assert state(daemon) == "suspended" and proc_state(net) == "T"
+    filler.unlink()
+    wait_for(lambda: state(daemon) == "active" and proc_state(net) != "T",
+             timeout=5, what="resumed by the retry")  # fmt: skip
+
+
 def test_a_flap_shorter_than_the_grace_changes_nothing(make_daemon, netns):
     grace = 4.0
     daemon = make_daemon(network_config(f"{grace:g}s"), prefix=netns.prefix)
@@ -167,8 +221,9 @@ def test_an_agent_that_needs_the_network_started_while_it_is_down_is_held(make_d
     assert proc_state(calc) != "T"
     events = [(e["kind"], e["message"]) for e in daemon.call("events.tail", lines=200)]
     down = next(i for i, (kind, _) in enumerate(events) if kind == "network.down")
-    fetch = next(i for i, e in enumerate(events) if e[0] == "agent.started" and "fetch" in e[1])
-    assert down > fetch, events
+    fetch = [kind for kind, message in events if "agent fetch" in message]
+    assert fetch == ["agent.started", "agent.paused"], events
+    assert down > events.index(("agent.started", f"agent fetch started (pid {pid})")), events
     netns.route_up()
     wait_for(lambda: state(daemon) == "active" and proc_state(pid) != "T",
              timeout=5, what="resumed")  # fmt: skip
