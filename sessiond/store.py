@@ -268,7 +268,8 @@ class Store:
         return int(seq)
 
     def prune(self, closed_before: float) -> list[str]:
-        """Delete closed sessions (and what hangs off them) closed before that time."""
+        """Delete closed sessions (and what hangs off them) closed before that time, and
+        events of no session older than that."""
         ids = [r[0] for r in self.db.execute(
             f"SELECT id FROM sessions WHERE state IN {TERMINAL_STATES} AND closed_at < ?"
             " AND id NOT IN (SELECT parent FROM sessions WHERE parent IS NOT NULL"
@@ -281,6 +282,10 @@ class Store:
             self.db.execute(f"DELETE FROM events WHERE session_id IN ({marks})", part)
             self.db.execute(f"UPDATE sessions SET parent = NULL WHERE parent IN ({marks})", part)
             self.db.execute(f"DELETE FROM sessions WHERE id IN ({marks})", part)
+        # The machine's own events (the network's, with no session live) age out alike.
+        self.db.execute(
+            "DELETE FROM events WHERE session_id IS NULL AND time < ?", (closed_before,)
+        )
         return ids
 
     def integrity(self) -> str:

@@ -225,3 +225,16 @@ def read_line(sock: socket.socket, buffer: bytearray) -> dict[str, Any] | list[A
     line = bytes(buffer[:end])
     del buffer[: end + 1]
     return json.loads(line)
+
+
+def fill(path: Path) -> Path:
+    """Write until the filesystem is full; return the filler's path."""
+    filler = path / "filler"
+    # Unbuffered: a buffered file would fail again on close, flushing what did not fit.
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+    return filler

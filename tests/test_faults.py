@@ -4,42 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 import time
 
 import pytest
 
-from harness import raw_connection, read_line, wait_for
+from harness import fill, raw_connection, read_line, wait_for
 from sessiond.client import RemoteError
 
 PING = b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}\n'
-
-
-@pytest.fixture
-def tiny_state_dir(short_tmp):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a 2 MiB tmpfs")
-    mount = short_tmp / "full"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(path):
-    """Write until the filesystem is full; return the filler's path."""
-    filler = path / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def test_a_full_disk_gives_storage_error_and_recovers(make_daemon, tiny_state_dir):
@@ -105,8 +77,14 @@ def test_closed_sessions_older_than_history_days_are_pruned(make_daemon):
     daemon.stop()
     db = sqlite3.connect(daemon.state_dir / "sessiond.db")
     db.execute("UPDATE sessions SET closed_at = closed_at - 2 * 86400 WHERE id = ?", (old["id"],))
+    # The machine's own events (a network change with no session live): one old, one new.
+    for age, kind in ((2 * 86400, "network.old"), (0, "network.new")):
+        db.execute("INSERT INTO events (time, kind, message) VALUES (?, ?, 'x')",
+                   (time.time() - age, kind))  # fmt: skip
     db.commit()
     db.close()
     daemon.restart()
     assert [s["name"] for s in daemon.call("session.history")] == ["recent"]
     assert "pruned 1 sessions" in daemon.log()
+    kinds = [e["kind"] for e in daemon.call("events.tail", lines=100)]
+    assert "network.new" in kinds and "network.old" not in kinds
