@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import enum
 
-from sessiond.errors import SessiondError
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -125,12 +123,19 @@ ASK: dict[str, Callable[[Client], list[str]]] = {
 
 
 def names(client: Client, kind: str) -> list[str]:
-    """`sessionc __complete KIND`: names of KIND; none when the daemon cannot tell."""
+    """`sessionc __complete KIND`: names of KIND; none when the daemon cannot tell.
+
+    Only well-formed names are passed on: bash's `compgen -W` expands what it
+    is given, and a socket that is not sessiond's could answer `$(rm …)`.
+    """
+    from sessiond.config import NAME_RE  # noqa: PLC0415 -- the one heavy import, for a TAB
+
     client.timeout = HELPER_TIMEOUT
     try:
-        return ASK[kind](client)
-    except SessiondError:  # down, slow, or not allowed: a TAB offers nothing, quietly
+        found = ASK[kind](client)
+    except Exception:  # noqa: BLE001 -- down, slow, refusing or odd: a TAB offers nothing, quietly
         return []
+    return [name for name in found if NAME_RE.fullmatch(name)]
 
 
 def script(shell: str, commands: dict[str, Command], global_options: Iterable[ArgSpec]) -> str:

@@ -24,9 +24,9 @@ from typing import Any
 
 from .access import Peer, groups_of
 from .agent import describe_exit
-from .config import AgentSpec, RestartPolicy
+from .config import NAME_RE, AgentSpec, RestartPolicy
 from .errors import InvalidParams, LimitReached, PermissionDenied
-from .records import NAME_RE, rfc3339
+from .records import rfc3339
 from .supervisor import DEFAULT_PATH, Agent
 
 CHECKPOINT_MAX_BYTES = 64 * 1024

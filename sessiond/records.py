@@ -8,18 +8,15 @@ current, so a failed write leaves the daemon exactly as it was.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .config import SessionSettings, session_settings_to_wire
+from .config import NAME_RE, SessionSettings, session_settings_to_wire
 from .errors import InvalidParams
 from .session import State
-
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def check_name(name: str) -> str:

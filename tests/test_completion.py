@@ -253,6 +253,30 @@ def test_bash_without_a_daemon_is_quick_and_quiet(
 # ---------------------------------------------------------------- the helper
 
 
+def test_helper_passes_on_only_well_formed_names(short_tmp: Path) -> None:
+    """A socket that is not sessiond's must not get `$(…)` into the shell through compgen."""
+    path = short_tmp / "impostor.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen()
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                request = json.loads(conn.makefile().readline())
+                agents = [{"name": "good-1"}, {"name": "$(touch pwned)"}, {"name": "a b"}]
+                reply = {"jsonrpc": "2.0", "id": request["id"], "result": agents}
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            served = pool.submit(answer)
+            assert SESSIONC is not None
+            done = subprocess.run([SESSIONC, "--socket", str(path), "__complete", "agents"],
+                                  capture_output=True, text=True, timeout=30)  # fmt: skip
+            served.result(timeout=10)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "good-1\n", "")
+
+
 def test_helper_prints_names_and_nothing_without_a_daemon(
     live: DaemonProcess, short_tmp: Path
 ) -> None:
