@@ -4,8 +4,9 @@
 namespace with a veth pair and runs the daemon inside it). Measures, from the `ip route`
 command to the effect seen from outside: route deleted -> agent in state T and session
 `suspended`; route added (network_grace 0) -> agent running and session `active`; and
-the daemon's RSS before and after the first agent that needs the network (pyroute2 is
-loaded only then), and its idle wakeups while it watches the network.
+the daemon's CPU for a burst of 1000 route events; the daemon's RSS before and after the
+first agent that needs the network (pyroute2 is loaded only then), and its idle wakeups
+while it watches the network.
 """
 
 from __future__ import annotations
@@ -50,6 +51,21 @@ def figures(values: list[float]) -> dict[str, float]:
     return {"p50": bench.pct(values, 50), "p90": bench.pct(values, 90), "max": max(values)}
 
 
+def cpu_ms(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def bench_burst(ns: str, pid: int, count: int) -> dict[str, float]:
+    """The daemon's CPU for `count` routes added in one go, a burst of as many events."""
+    batch = "".join(f"route add 10.{100 + i // 250}.{i % 250}.0/24 via 10.77.0.2\n"
+                    for i in range(count))  # fmt: skip
+    before = cpu_ms(pid)
+    subprocess.run(["ip", "-n", ns, "-batch", "-"], input=batch.encode(), check=True)
+    time.sleep(2)  # the events are taken in as they come; this is the time to let them
+    return {"routes": count, "cpu_ms": cpu_ms(pid) - before}
+
+
 def run(args: argparse.Namespace, base: Path) -> dict:
     if os.geteuid() != 0:
         raise SystemExit("bench/network.py needs root: it creates a network namespace")
@@ -88,7 +104,10 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             down.append(timed(lambda: ip("route", "del", "default"), stopped))
             up.append(timed(lambda: ip("route", "add", *route), running))
         res["down_ms"], res["up_ms"] = figures(down), figures(up)
-        res["rss_mib"] = {"before": rss_before, "watching": vm_rss(d.proc.pid)}
+        watching = vm_rss(d.proc.pid)
+        res["burst"] = bench_burst(ns, d.proc.pid, 1000)
+        res["rss_mib"] = {"before": rss_before, "watching": watching,
+                          "after_burst": vm_rss(d.proc.pid)}  # fmt: skip
         rpc.close()
         res["idle"] = bench.bench_idle(d.proc.pid, 3 if args.quick else 10)
     finally:
@@ -107,10 +126,13 @@ def report(res: dict) -> None:
     ):
         r = res[key]
         print(f"{label}: p50 {r['p50']:.1f} / p90 {r['p90']:.1f} / max {r['max']:.1f} ms")
+    burst = res["burst"]
+    print(f"{burst['routes']} routes added at once: {burst['cpu_ms']:.0f} ms of daemon CPU")
     rss, idle = res["rss_mib"], res["idle"]
     print(
         f"daemon RSS: {rss['before']:.1f} MiB before the first needs_network agent, "
-        f"{rss['watching']:.1f} MiB watching the network (pyroute2 loaded)"
+        f"{rss['watching']:.1f} MiB watching the network (pyroute2 loaded), "
+        f"{rss['after_burst']:.1f} MiB after the burst"
     )
     print(f"idle while watching: {idle['wakeups']:.2f} wakeups/s, CPU {idle['cpu']:.3f}%")
 

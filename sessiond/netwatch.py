@@ -2,13 +2,14 @@
 
 Online means: a default route exists via an interface that is up and running
 (IFF_UP and IFF_RUNNING, i.e. administratively up with a carrier). The
-watcher subscribes to link, address and route events and, when some arrive,
-reads the links and routes again; events that arrive during a read are folded
-into the next one, so a burst of a thousand routes costs a few reads, not a
-thousand. It reads rather than patches its state from the events because the
-kernel does not announce every route it drops (IPv4 routes of a link that
-goes down vanish silently). Nothing polls: with no netlink traffic the task
-sleeps in the kernel.
+watcher subscribes to link, address and route events and, when one arrives
+that may change that (any link or address event, a route event only for a
+default route), reads the links and routes again; events that arrive during a
+read are folded into the next one. A VPN pushing a thousand routes thus costs
+the parsing of their events and no read at all. It reads rather than patches
+its state from the events because the kernel does not announce every route it
+drops (IPv4 routes of a link that goes down vanish silently). Nothing polls:
+with no netlink traffic the task sleeps in the kernel.
 
 Going offline is reported at once; coming back is reported only once the
 machine has stayed online for `grace` seconds, so a link that flaps keeps a
@@ -31,6 +32,7 @@ IFF_UP = 0x1
 IFF_RUNNING = 0x40
 RTN_UNICAST = 1
 RT_TABLE_LOCAL = 255
+ROUTE_EVENTS = ("RTM_NEWROUTE", "RTM_DELROUTE")
 # RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
 GROUPS = 0x1 | 0x10 | 0x40 | 0x100 | 0x400
 
@@ -62,6 +64,11 @@ def _default_route(msg: Any) -> Route | None:
     hops = msg.get("multipath") or ()
     oifs = [h["oif"] for h in hops] if hops else [msg.get("oif")]
     return Route(tuple(i for i in oifs if i))
+
+
+def _may_matter(msg: Any) -> bool:
+    """Any link or address event may; of the routes, only a default route's can."""
+    return msg.get("event") not in ROUTE_EVENTS or msg["dst_len"] == 0
 
 
 class NetWatch:
@@ -115,8 +122,9 @@ class NetWatch:
         try:
             while True:
                 try:
-                    async for _ in monitor.get():
-                        changed.set()
+                    async for msg in monitor.get():
+                        if _may_matter(msg):
+                            changed.set()
                 except OSError as exc:
                     if exc.errno != errno.ENOBUFS:
                         raise
