@@ -5,11 +5,11 @@ handler that makes the RPC calls and returns the raw result, a printer that
 shows the result to a person, and (for `health`) how the result maps to an exit
 status. `--json` replaces the printer with one JSON document. Handlers do not
 print, except the `-f` followers, which stream until Ctrl-C or the daemon
-leaves. The `*_lines` and `fmt_*` helpers are pure: they turn wire objects
-(docs/wire.md) into text, and take `now` so that tests can pin the clock.
+leaves. What the printers show comes from show.py's pure `*_lines` and `fmt_*`
+helpers, which turn wire objects (docs/wire.md) into text.
 
 This module imports only the standard library and sessiond's stdlib-only
-modules (errors, paths, client): `sessionc status` must start fast. So a
+modules (errors, paths, client, show): `sessionc status` must start fast. So a
 command line of global options and a command without arguments of its own
 (`sessionc status --json`) is read without argparse; for any other, `main`
 builds the argparse subparser of the one command given (the whole tree only
@@ -23,17 +23,27 @@ import json
 import os
 import re
 import sys
-import time
 
 from sessiond import __version__
 from sessiond.client import Client
 from sessiond.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SessiondError
 from sessiond.paths import client_socket
+from sessiond.show import (
+    UNIT_SECONDS,
+    agent_lines,
+    event_line,
+    fmt_relative,
+    health_lines,
+    history_lines,
+    log_line,
+    session_lines,
+    status_lines,
+    tree_lines,
+)
 
 TYPE_CHECKING = False  # typing and dataclasses would cost every sessionc start ~15 ms
 if TYPE_CHECKING:
     import argparse
-    import datetime
     from argparse import Namespace
     from collections.abc import Callable, Iterable
     from typing import Any
@@ -51,7 +61,6 @@ RESERVED_SET_KEYS = {"name", "template", "from", "wait", "tty"}
 _NUMBER = r"(\d+(?:\.\d+)?)"
 # The config's grammar (config._DURATION_RE), spaces between parts included: "1h 30m".
 _DURATION = r"\s*".join(f"(?:{_NUMBER}{unit})?" for unit in "dhms")  # re's cache compiles
-_UNIT_SECONDS = (86400, 3600, 60, 1)
 _HHMM = r"([01]?\d|2[0-3]):[0-5]\d"
 
 
@@ -74,7 +83,7 @@ def parse_duration(text: str) -> float:
                 f"invalid duration {text!r}: use 90s, 5m, 1h30m or plain seconds"
             ) from None
         seconds = sum(
-            float(n) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS, strict=True) if n
+            float(n) * unit for n, unit in zip(match.groups(), UNIT_SECONDS, strict=True) if n
         )
     if not 0 <= seconds < float("inf"):  # also NaN
         raise ValueError(f"invalid duration {text!r}: must be a finite number, 0 or more")
@@ -154,254 +163,6 @@ def _is_duration(words: list[str]) -> bool:
         return bool(words) and parse_duration(words[0]) >= 0
     except ValueError:
         return False
-
-
-# ---------------------------------------------------------------- formatting
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """45 → '45s', 90 → '1m30s', 5400 → '1h30m', 93600 → '1d2h': two leading units."""
-    if seconds is None:
-        return "-"
-    left, amounts = int(max(seconds, 0)), []
-    for unit in _UNIT_SECONDS:
-        amount, left = divmod(left, unit)
-        amounts.append(amount)
-    first = next((i for i, amount in enumerate(amounts) if amount), 3)
-    shown = "".join(
-        f"{amounts[i]}{'dhms'[i]}" for i in range(first, min(first + 2, 4)) if amounts[i]
-    )
-    return shown or "0s"
-
-
-def fmt_bytes(size: float | None) -> str:
-    """12_900_000 → '12.3M', in powers of 1024 like ps and top."""
-    if size is None:
-        return "-"
-    value, unit = float(size), "B"
-    for unit in "BKMGT":
-        if value < 1024 or unit == "T":
-            break
-        value /= 1024
-    if unit == "B":
-        return f"{int(value)}B"
-    return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-
-
-def fmt_exit(code: int | None) -> str:
-    """How an agent last ended: 0 → 'exited with 0', -9 → 'killed by SIGKILL'."""
-    if code is None:
-        return "-"
-    if code >= 0:
-        return f"exited with {code}"
-    import signal  # noqa: PLC0415 -- 1 ms that `sessionc status` without agents need not pay
-
-    try:
-        return f"killed by {signal.Signals(-code).name}"
-    except ValueError:
-        return f"killed by signal {-code}"
-
-
-def parse_time(stamp: str | None) -> datetime.datetime | None:
-    import datetime  # noqa: PLC0415 -- 2 ms that `sessionc status` without a session need not pay
-
-    try:
-        return datetime.datetime.fromisoformat(stamp) if stamp else None
-    except ValueError:
-        return None
-
-
-def fmt_relative(stamp: str | None, now: float | None = None) -> str:
-    """An RFC 3339 time as 'in 24m' or '3m10s ago'."""
-    when = parse_time(stamp)
-    if when is None:
-        return "-"
-    delta = round(when.timestamp() - (time.time() if now is None else now))  # 44m59.9s is 45m
-    if delta == 0:
-        return "now"
-    return f"in {fmt_duration(delta)}" if delta > 0 else f"{fmt_duration(-delta)} ago"
-
-
-def fmt_clock(stamp: str | None, now: float | None = None, seconds: bool = False) -> str:
-    """Local wall time: 'HH:MM' today, 'YYYY-MM-DD HH:MM' another day; 'HH:MM:SS' always."""
-    when = parse_time(stamp)
-    if when is None:
-        return stamp or "-"
-    import datetime  # noqa: PLC0415 -- loaded by parse_time
-
-    local = when.astimezone()
-    today = datetime.datetime.fromtimestamp(time.time() if now is None else now).date()
-    clock = local.strftime("%H:%M:%S" if seconds else "%H:%M")
-    return clock if seconds or local.date() == today else f"{local:%Y-%m-%d} {clock}"
-
-
-def fmt_since(stamp: str | None, now: float | None = None) -> str:
-    """'10:34 (12m ago)'."""
-    return f"{fmt_clock(stamp, now)} ({fmt_relative(stamp, now)})"
-
-
-def fmt_value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def fmt_person(who: dict[str, Any] | None) -> str:
-    """'alice on pts/3', or 'alice' with no terminal."""
-    if not who:
-        return "-"
-    name = str(who.get("user") or f"uid {who.get('uid', '?')}")
-    return f"{name} on {who['tty']}" if who.get("tty") else name
-
-
-def table(headers: list[str], rows: Iterable[list[str]]) -> list[str]:
-    """Columns aligned on the widest cell, two spaces apart, like `ps`."""
-    rows = [headers, *rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
-AGENT_HEADERS = ["AGENT", "PID", "STATE", "UPTIME", "MEM", "CPU%", "RESTARTS", "LAST-EXIT"]
-
-
-def agent_row(agent: dict[str, Any]) -> list[str]:
-    cpu = agent.get("cpu_percent")
-    return [
-        str(agent.get("name", "?")),
-        fmt_value(agent.get("pid")),
-        str(agent.get("state", "?")),
-        fmt_duration(agent.get("uptime")),
-        fmt_bytes(agent.get("rss")),
-        "-" if cpu is None else f"{cpu:.1f}",
-        fmt_value(agent.get("restarts", 0)),
-        fmt_exit(agent.get("exit_code")),
-    ]
-
-
-def agent_lines(agents: list[dict[str, Any]]) -> list[str]:
-    """The agent table, then the counts by label ('labels: scan=2 backtest=1')."""
-    counts: dict[str, int] = {}
-    for agent in agents:
-        for label in agent.get("labels") or []:
-            counts[label] = counts.get(label, 0) + 1
-    lines = table(AGENT_HEADERS, map(agent_row, agents))
-    if counts:
-        lines += ["", "labels: " + " ".join(f"{k}={n}" for k, n in counts.items())]
-    return lines
-
-
-def _field(key: str, value: str) -> str:
-    return f"{key + ':':<14}{value}"
-
-
-def _when_lines(session: dict[str, Any], now: float | None) -> list[str]:
-    if session.get("closed_at"):
-        reason = f": {session['close_reason']}" if session.get("close_reason") else ""
-        return [_field("closed", f"{fmt_since(session['closed_at'], now)}{reason}")]
-    if not session.get("expires_at"):
-        return []
-    expires = fmt_relative(session["expires_at"], now)
-    if session.get("idle_at"):
-        expires += f" (idle {fmt_relative(session['idle_at'], now)})"
-    return [_field("expires", expires)]
-
-
-def session_lines(session: dict[str, Any], now: float | None = None) -> list[str]:
-    """A session object as aligned 'key: value' lines, then its agents."""
-    since = session.get("started_at") or session.get("created_at")
-    people = ", ".join(fmt_person(p) for p in session.get("participants") or [])
-    errors = session.get("errors") or {}
-    lines = [
-        _field("session", str(session.get("name"))),
-        _field("id", str(session.get("id"))),
-        _field("state", str(session.get("state"))),
-        _field("owner", f"{fmt_person(session.get('owner'))}, since {fmt_since(since, now)}"),
-        _field("participants", people or "none"),
-        *_when_lines(session, now),
-    ]
-    if errors:
-        limit = f"{errors.get('threshold', '?')} in {fmt_duration(errors.get('window'))}"
-        lines.append(_field("errors", f"{errors.get('count', 0)} of {limit}"))
-    for key in ("pause_reason", "template", "parent"):
-        if session.get(key):
-            lines.append(_field(key.replace("_", " "), str(session[key])))
-    if session.get("metrics"):
-        pairs = " ".join(f"{k}={fmt_value(v)}" for k, v in session["metrics"].items())
-        lines.append(_field("metrics", pairs))
-    agents = session.get("agents") or []
-    return [*lines, "", *agent_lines(agents)] if agents else lines
-
-
-def status_lines(result: dict[str, Any], now: float | None = None) -> list[str]:
-    """`sessionc status`: the session, or 'no active session' and the daemon; orphans."""
-    if result.get("session"):
-        lines = session_lines(result["session"], now)
-    else:
-        daemon = result.get("daemon") or {}
-        pid, uptime = daemon.get("pid", "?"), fmt_duration(daemon.get("uptime"))
-        mode = f", {daemon['mode']} mode" if daemon.get("mode") else ""
-        lines = ["no active session", f"daemon: sessiond pid {pid}, up {uptime}{mode}"]
-    orphans = len(result.get("orphans") or [])
-    if orphans:
-        noun = "process" if orphans == 1 else "processes"
-        lines += ["", f"{orphans} orphaned agent {noun} — run 'sessionc cleanup'"]
-    return lines
-
-
-def tree_lines(value: Any, indent: int = 0) -> list[str]:
-    """Nested dicts and lists as indented 'key: value' lines (metrics)."""
-    pad = "  " * indent
-    if isinstance(value, dict):
-        items: Iterable[tuple[str, Any]] = ((f"{k}:", v) for k, v in value.items())
-    elif isinstance(value, list):
-        items = (("-", item) for item in value)
-    else:
-        return [pad + fmt_value(value)]
-    lines = []
-    for label, item in items:
-        if isinstance(item, (dict, list)) and item:
-            lines += [pad + label, *tree_lines(item, indent + 1)]
-        else:
-            lines.append(f"{pad}{label} {'none' if item in ({}, []) else fmt_value(item)}")
-    return lines
-
-
-def history_lines(sessions: list[dict[str, Any]], now: float | None = None) -> list[str]:
-    headers = ["NAME", "ID", "STATE", "OWNER", "STARTED", "CLOSED", "REASON"]
-    rows = [
-        [str(s.get("name")), str(s.get("id", ""))[:8], str(s.get("state")),
-         str((s.get("owner") or {}).get("user") or "-"),
-         fmt_clock(s.get("started_at") or s.get("created_at"), now),
-         fmt_clock(s.get("closed_at"), now), str(s.get("close_reason") or "-")]
-        for s in sessions
-    ]  # fmt: skip
-    return table(headers, rows) if rows else ["no sessions yet"]
-
-
-def event_line(event: dict[str, Any]) -> str:
-    """'10:34:05  session.started    session nightly started by alice'."""
-    clock = fmt_clock(event.get("time"), seconds=True)
-    return f"{clock}  {event.get('kind', '?'):<17} {event.get('message', '')}"
-
-
-def log_line(entry: Any, prefix: bool = False) -> str:
-    """A log line, a string or {"agent", "line"}; prefixed 'agent | ' for several agents."""
-    if not isinstance(entry, dict):
-        return str(entry)
-    text = str(entry.get("line", entry.get("text", json.dumps(entry))))
-    return f"{entry.get('agent', '?')} | {text}" if prefix else text
-
-
-def health_lines(health: dict[str, Any]) -> list[str]:
-    steps = [f"  - {step}" for step in health.get("recovery") or []]
-    return [f"{health.get('status')}: {health.get('message', '')}"] + (
-        ["to recover:", *steps] if steps else []
-    )
 
 
 # ---------------------------------------------------------------- printers

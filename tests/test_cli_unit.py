@@ -21,19 +21,11 @@ from typing import Any
 
 import pytest
 
-from sessiond import cli, config
-from sessiond.cli import (
-    fmt_bytes,
-    fmt_duration,
-    fmt_exit,
-    fmt_relative,
-    main,
-    parse_duration,
-    start_timeout,
-    status_lines,
-)
+from sessiond import cli, config, show
+from sessiond.cli import main, parse_duration, start_timeout
 from sessiond.client import Client, Disconnected, NoReply, RemoteError, Unreachable
 from sessiond.errors import EXIT_CODES, exit_code_for
+from sessiond.show import fmt_bytes, fmt_duration, fmt_exit, fmt_relative, status_lines
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_795_000_000.0  # a fixed "now" for relative times
@@ -578,13 +570,13 @@ def test_closed_session_shows_when_and_why() -> None:
         "closed_at": stamp(-120),
         "close_reason": "inactivity timeout",
     }
-    text = "\n".join(cli.session_lines(closed, NOW))
+    text = "\n".join(show.session_lines(closed, NOW))
     assert "(2m ago): inactivity timeout" in text
     assert "AGENT" not in text
 
 
 def test_history_health_events_and_tree() -> None:
-    history = cli.history_lines(
+    history = show.history_lines(
         [
             SESSION,
             {
@@ -600,22 +592,22 @@ def test_history_health_events_and_tree() -> None:
     assert history[0].split() == ["NAME", "ID", "STATE", "OWNER", "STARTED", "CLOSED", "REASON"]
     assert history[1].split()[:4] == ["nightly", "1f0c2a1b", "active", "alice"]
     assert history[2].split()[-1] == "stopped"
-    assert cli.history_lines([]) == ["no sessions yet"]
+    assert show.history_lines([]) == ["no sessions yet"]
     health = {
         "status": "error",
         "healthy": False,
         "message": "One error.",
         "recovery": ["sessionc logs scanner", "sessionc reconnect"],
     }
-    assert cli.health_lines(health) == [
+    assert show.health_lines(health) == [
         "error: One error.",
         "to recover:",
         "  - sessionc logs scanner",
         "  - sessionc reconnect",
     ]
-    line = cli.event_line({"time": stamp(0), "kind": "session.started", "message": "hi"})
+    line = show.event_line({"time": stamp(0), "kind": "session.started", "message": "hi"})
     assert line.endswith("  session.started   hi") and line[2] == ":" and line[5] == ":"
-    assert cli.tree_lines({"sessions": {"active": 1}, "agents": [], "up": 2.5}) == [
+    assert show.tree_lines({"sessions": {"active": 1}, "agents": [], "up": 2.5}) == [
         "sessions:",
         "  active: 1",
         "agents: none",
