@@ -229,6 +229,20 @@ def test_an_agent_that_needs_the_network_started_while_it_is_down_is_held(make_d
              timeout=5, what="resumed")  # fmt: skip
 
 
+def test_without_rtnetlink_agents_run_and_the_daemon_says_so(make_daemon, short_tmp):
+    # What a sandbox without AF_NETLINK looks like from inside: pyroute2 cannot be had.
+    shadow = short_tmp / "no-netlink"
+    shadow.mkdir()
+    (shadow / "pyroute2.py").write_text("raise ImportError('rtnetlink blocked for this test')\n")
+    daemon = make_daemon(network_config("1s"), env={"PYTHONPATH": str(shadow)})
+    daemon.call("session.start", name="s", template="t")
+    wait_for(lambda: "network.unwatched" in kinds(daemon), what="the network.unwatched event")
+    assert "<4>network awareness is off (rtnetlink: rtnetlink blocked" in daemon.log()
+    net = agents_of(daemon)["net"]
+    assert net["state"] == "running" and proc_state(net["pid"]) != "T"
+    assert state(daemon) == "active"
+
+
 @pytest.mark.parametrize(
     ("up", "defaults", "online"),
     [
