@@ -52,8 +52,7 @@ def figures(values: list[float]) -> dict[str, float]:
 
 
 def cpu_ms(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(stat[11]) + int(stat[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return bench.proc_sample(pid)[1] * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def bench_burst(ns: str, pid: int, count: int) -> dict[str, float]:

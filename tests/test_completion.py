@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_agents import SLEEPER, agent
 
 from harness import SESSIONC, DaemonProcess
 from sessiond import cli, completion
@@ -33,17 +34,12 @@ ZSH = shutil.which("zsh")
 needs_zsh = pytest.mark.skipif(
     ZSH is None, reason="zsh is not installed (./dev test installs it when run as root)"
 )
-SLEEPER = json.dumps([sys.executable, "-c", "import time\nwhile True: time.sleep(1)"])
-CONFIG = f"""
-[agents.scanner]
-command = {SLEEPER}
-[agents.backtester]
-command = {SLEEPER}
-[templates.backtest]
-agents = ["scanner", "backtester"]
-[templates.unused]
-agents = ["scanner"]
-"""
+CONFIG = (
+    agent("scanner", SLEEPER)
+    + agent("backtester", SLEEPER)
+    + '[templates.backtest]\nagents = ["scanner", "backtester"]\n'
+    + '[templates.unused]\nagents = ["scanner"]\n'
+)
 TOP_OPTIONS = {"--socket", "--json", "--rpc-timeout", "--version", "-h", "--help"}
 
 

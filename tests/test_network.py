@@ -70,6 +70,13 @@ def network_config(grace: str) -> str:
     )
 
 
+def started(make_daemon, netns: Netns, grace: str = "1s"):
+    """A daemon in the namespace running session s of template t, and its net agent's pid."""
+    daemon = make_daemon(network_config(grace), prefix=netns.prefix)
+    daemon.call("session.start", name="s", template="t")
+    return daemon, agents_of(daemon)["net"]["pid"]
+
+
 def kinds(daemon) -> list[str]:
     return [e["kind"] for e in daemon.call("events.tail", lines=200)]
 
@@ -85,9 +92,8 @@ def state(daemon) -> str:
 
 
 def test_route_loss_suspends_network_agents_and_its_return_resumes_them(make_daemon, netns):
-    daemon = make_daemon(network_config("1s"), prefix=netns.prefix)
-    daemon.call("session.start", name="s", template="t")
-    net, local = (agents_of(daemon)[n]["pid"] for n in ("net", "local"))
+    daemon, net = started(make_daemon, netns)
+    local = agents_of(daemon)["local"]["pid"]
 
     netns.route_down()
     wait_for(lambda: proc_state(net) == "T" and state(daemon) == "suspended",
@@ -113,9 +119,7 @@ def test_route_loss_suspends_network_agents_and_its_return_resumes_them(make_dae
 
 
 def test_a_daemon_restarted_while_offline_keeps_the_session_suspended(make_daemon, netns):
-    daemon = make_daemon(network_config("1s"), prefix=netns.prefix)
-    daemon.call("session.start", name="s", template="t")
-    net = agents_of(daemon)["net"]["pid"]
+    daemon, net = started(make_daemon, netns)
     netns.route_down()
     wait_for(lambda: state(daemon) == "suspended", timeout=2, what="suspended")
     daemon.kill9()
@@ -129,9 +133,8 @@ def test_a_daemon_restarted_while_offline_keeps_the_session_suspended(make_daemo
 
 
 def test_a_user_resume_while_offline_leaves_network_agents_stopped(make_daemon, netns):
-    daemon = make_daemon(network_config("1s"), prefix=netns.prefix)
-    daemon.call("session.start", name="s", template="t")
-    net, local = (agents_of(daemon)[n]["pid"] for n in ("net", "local"))
+    daemon, net = started(make_daemon, netns)
+    local = agents_of(daemon)["local"]["pid"]
     daemon.call("session.pause")
     netns.route_down()
     wait_for(lambda: "network.down" in kinds(daemon), timeout=2, what="the network.down event")
@@ -145,9 +148,7 @@ def test_a_user_resume_while_offline_leaves_network_agents_stopped(make_daemon, 
 
 
 def test_an_agent_found_running_after_a_crash_is_stopped_again(make_daemon, netns):
-    daemon = make_daemon(network_config("1s"), prefix=netns.prefix)
-    daemon.call("session.start", name="s", template="t")
-    net = agents_of(daemon)["net"]["pid"]
+    daemon, net = started(make_daemon, netns)
     netns.route_down()
     wait_for(lambda: proc_state(net) == "T", timeout=2, what="the agent stopped")
     daemon.kill9()
@@ -182,9 +183,7 @@ def test_a_return_the_disk_cannot_record_resumes_once_it_can(make_daemon, netns,
 
 def test_a_flap_shorter_than_the_grace_changes_nothing(make_daemon, netns):
     grace = 4.0
-    daemon = make_daemon(network_config(f"{grace:g}s"), prefix=netns.prefix)
-    daemon.call("session.start", name="s", template="t")
-    net = agents_of(daemon)["net"]["pid"]
+    daemon, net = started(make_daemon, netns, f"{grace:g}s")
     netns.route_down()
     wait_for(lambda: state(daemon) == "suspended", timeout=2, what="suspended")
 
