@@ -6,7 +6,10 @@ shows the result to a person, and (for `health`) how the result maps to an exit
 status. `--json` replaces the printer with one JSON document. Handlers do not
 print, except the `-f` followers, which stream until Ctrl-C or the daemon
 leaves. What the printers show comes from show.py's pure `*_lines` and `fmt_*`
-helpers, which turn wire objects (docs/wire.md) into text.
+helpers, which turn wire objects (docs/wire.md) into text. Every line of text
+leaves through `say`, which escapes control characters (show.escape): no name,
+reason, tty or log line from the daemon drives the terminal. `--json` prints
+json.dumps, whose ASCII output escapes them already, and keeps every byte.
 
 This module imports only the standard library and sessiond's stdlib-only
 modules (errors, paths, client, show): `sessionc status` must start fast. So a
@@ -31,6 +34,7 @@ from sessiond.paths import client_socket
 from sessiond.show import (
     UNIT_SECONDS,
     agent_lines,
+    escape,
     event_line,
     fmt_relative,
     health_lines,
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
     import argparse
     from argparse import Namespace
     from collections.abc import Callable, Iterable
-    from typing import Any
+    from typing import IO, Any
 
     Handler = Callable[[Client, argparse.Namespace], Any]
     Printer = Callable[[Any, argparse.Namespace], None]
@@ -168,16 +172,21 @@ def _is_duration(words: list[str]) -> bool:
 # ---------------------------------------------------------------- printers
 
 
+def say(line: str, file: IO[str] | None = None, flush: bool = False) -> None:
+    """Print one line of text output (stdout by default), its control characters escaped."""
+    print(escape(line), file=file, flush=flush)
+
+
 def echo(lines: Iterable[str]) -> None:
     for line in lines:
-        print(line)
+        say(line)
 
 
 def show_action(verb: str) -> Printer:
     def printer(session: Any, args: argparse.Namespace) -> None:
         line = f"{verb} session {session.get('name')} ({session.get('state')})"
         expires = session.get("expires_at")
-        print(line + (f", expires {fmt_relative(expires)}" if expires else ""))
+        say(line + (f", expires {fmt_relative(expires)}" if expires else ""))
 
     return printer
 
@@ -185,10 +194,10 @@ def show_action(verb: str) -> Printer:
 def show_started(session: Any, args: argparse.Namespace) -> None:
     if session.get("state") != "failed":
         return show_action("started")(session, args)
-    print(f"sessionc: session {session.get('name')} failed to start: "
-          f"{session.get('close_reason')}", file=sys.stderr)  # fmt: skip
-    print("hint: fix the agent's command in the config; 'sessionc events' shows what happened",
-          file=sys.stderr)  # fmt: skip
+    say(f"sessionc: session {session.get('name')} failed to start: "
+        f"{session.get('close_reason')}", file=sys.stderr)  # fmt: skip
+    say("hint: fix the agent's command in the config; 'sessionc events' shows what happened",
+        file=sys.stderr)  # fmt: skip
     return None
 
 
@@ -198,7 +207,7 @@ def _start_status(session: Any) -> int:
 
 def show_agent(agent: Any, args: argparse.Namespace) -> None:
     pid = f", pid {agent['pid']}" if agent.get("pid") else ""
-    print(f"agent {agent.get('name')}: {agent.get('state')}{pid}")
+    say(f"agent {agent.get('name')}: {agent.get('state')}{pid}")
 
 
 def show_logs(result: Any, args: argparse.Namespace) -> None:
@@ -209,16 +218,16 @@ def show_logs(result: Any, args: argparse.Namespace) -> None:
 
 def show_export(result: Any, args: argparse.Namespace) -> None:
     if args.output:
-        print(f"exported session {args.name} to {args.output}")
+        say(f"exported session {args.name} to {args.output}")
     else:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))  # JSON: ASCII, its controls escaped
 
 
 def show_cleanup(result: Any, args: argparse.Namespace) -> None:
     if result.get("stopped"):
-        print(f"stopped session {result['stopped'].get('name')}")
+        say(f"stopped session {result['stopped'].get('name')}")
     killed = result.get("orphans_killed", 0)
-    print(f"ended {killed} orphaned agent process{'' if killed == 1 else 'es'}")
+    say(f"ended {killed} orphaned agent process{'' if killed == 1 else 'es'}")
 
 
 def show_metrics(result: Any, args: argparse.Namespace) -> None:
@@ -228,7 +237,7 @@ def show_metrics(result: Any, args: argparse.Namespace) -> None:
     text = result.get("prometheus")
     if not isinstance(text, str):
         raise SessiondError("sessiond sent no Prometheus text", "drop --prometheus")
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    echo(text.removesuffix("\n").split("\n"))  # each line as written, but escaped
 
 
 # ---------------------------------------------------------------- handlers
@@ -306,17 +315,23 @@ def follow(
     render: Callable[[Any], str],
 ) -> object:
     """Subscribe, print the tail, then each notification until Ctrl-C or the daemon leaves."""
-    emit = json.dumps if args.json else render
+
+    def emit(item: Any) -> None:
+        if args.json:
+            print(json.dumps(item), flush=True)  # one line of ASCII, its controls escaped
+        else:
+            say(render(item), flush=True)
+
     try:
         client.call("subscribe", {"topics": topics})
         tail = fetch_tail()  # after subscribing, so that nothing falls in between
         seen = max((i["seq"] for i in tail if isinstance(i, dict) and "seq" in i), default=None)
         for item in tail:
-            print(emit(item), flush=True)
+            emit(item)
         for _method, params in client.notifications():
             seq = params.get("seq") if isinstance(params, dict) else None
             if seen is None or not isinstance(seq, int) or seq > seen:  # else shown in the tail
-                print(emit(params), flush=True)
+                emit(params)
     except KeyboardInterrupt:
         pass
     return STREAMED
@@ -515,7 +530,7 @@ COMMANDS: dict[str, Command] = {
         arg("--error", metavar="TEXT", help="counts as an error of the session"),
         arg("--checkpoint", metavar="FILE", help="store the JSON in FILE ('-': stdin)"))),
     "completion": Command("print a shell script that completes sessionc's words, to source",
-                          do_completion, lambda r, a: print(r, end=""),
+                          do_completion, lambda r, a: print(r, end=""),  # not daemon text
                           (arg("shell", choices=["bash", "zsh"]),)),
     "__complete": Command("", do_complete, lambda r, a: echo(r),  # no help: hidden; for scripts
                           (arg("kind", choices=["templates", "agents", "sessions"]),)),
@@ -649,9 +664,9 @@ def report_error(exc: SessiondError, as_json: bool) -> int:
             "exit_status": status,
         }
         print(json.dumps({"error": error}))  # one line: it may end a stream of lines
-    print(f"sessionc: {exc.message}", file=sys.stderr)
+    say(f"sessionc: {exc.message}", file=sys.stderr)
     if exc.hint:
-        print(f"hint: {exc.hint}", file=sys.stderr)
+        say(f"hint: {exc.hint}", file=sys.stderr)
     return status
 
 
@@ -662,7 +677,7 @@ def run(args: argparse.Namespace) -> int:
     if result is STREAMED:
         return EXIT_OK
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))  # ensure_ascii: controls come out as \u001b
     else:
         command.show(result, args)
     return command.exit_status(result)

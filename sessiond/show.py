@@ -1,14 +1,17 @@
 """What sessionc shows: pure functions from wire objects (docs/wire.md) to text lines.
 
-No I/O: cli.py's printers print what these return. The functions that show
-times take `now`, so that tests can pin the clock. Like cli.py, this module
-imports only the standard library, and what only some output needs (datetime,
-signal) where it is used: `sessionc status` must start fast.
+No I/O: cli.py's printers print what these return, through `escape`, so that
+no control character from the daemon reaches a terminal (SPEC §7). The
+functions that show times take `now`, so that tests can pin the clock. Like
+cli.py, this module imports only the standard library, and what only some
+output needs (datetime, signal) where it is used: `sessionc status` must start
+fast.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 TYPE_CHECKING = False  # typing would cost every sessionc start; see cli.py
@@ -18,6 +21,34 @@ if TYPE_CHECKING:
     from typing import Any
 
 UNIT_SECONDS = (86400, 3600, 60, 1)  # d, h, m, s; cli.parse_duration reads with them too
+# What escape() replaces: the C0 controls, DEL, the C1 controls (category Cc) and lone
+# surrogates (Cs, which JSON's "\ud800" can carry and no terminal encoding can print).
+_UNPRINTABLE = r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]"  # re's cache compiles it, once needed
+_SHORT_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v",
+                  "\f": "\\f", "\r": "\\r"}  # fmt: skip
+
+
+def escape(text: str) -> str:
+    r"""Text from the daemon, safe to print to a terminal: 'pts/1\x1b[2J' → 'pts/1\\x1b[2J'.
+
+    Each control character is shown as a C escape, as systemctl does: \n, \t,
+    \r, \a, \b, \v, \f, else \xNN as in Python's repr (systemd's cescape()
+    writes \033 for \x1b); a lone surrogate as \udNNN. Tab and newline too:
+    the only newline sessionc prints is the one that ends its own line, so a
+    name or a reason cannot forge a line ('hint: …') or shift a column.
+    Backslashes stay as they are, so that escaping twice changes nothing
+    (table() measures escaped cells) and the backslashes of a JSON log line
+    read as written; --json tells an escaped control from the same text typed.
+    """
+    if text.isprintable():  # no Cc and no Cs: the usual case, without a regex
+        return text
+    return re.sub(_UNPRINTABLE, _escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -118,8 +149,11 @@ def fmt_person(who: dict[str, Any] | None) -> str:
 
 
 def table(headers: list[str], rows: Iterable[list[str]]) -> list[str]:
-    """Columns aligned on the widest cell, two spaces apart, like `ps`."""
-    rows = [headers, *rows]
+    """Columns aligned on the widest cell, two spaces apart, like `ps`.
+
+    Cells are measured escaped, as they will be printed.
+    """
+    rows = [headers, *([escape(cell) for cell in row] for row in rows)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

@@ -8,7 +8,9 @@ tests against the real daemon live elsewhere.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
+import inspect
 import json
 import os
 import socket
@@ -615,6 +617,57 @@ def test_history_health_events_and_tree() -> None:
     ]
 
 
+# ---------------------------------------------------------------- escaping (SPEC §7)
+
+
+def unprintable(text: str) -> set[str]:
+    """The C0 and C1 controls, DEL and lone surrogates in `text`."""
+    return {c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) < 0xE000}
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("pts/1\x1b[2J\x1b]0;x\x07", r"pts/1\x1b[2J\x1b]0;x\a"),
+        ("a\tb\nc\rd", r"a\tb\nc\rd"),
+        ("\x00\x08\x0b\x0c\x1f", r"\x00\b\v\f\x1f"),
+        ("del\x7f", r"del\x7f"),
+        ("csi\x9b2J nel\x85", r"csi\x9b2J nel\x85"),
+        ("lone \ud800 and \udfff", r"lone \ud800 and \udfff"),
+        ("", ""),
+        ("plain text", "plain text"),
+        ("é 日本 🎉 \u00a0 soft\u00adhyphen", "é 日本 🎉 \u00a0 soft\u00adhyphen"),  # no Cc: kept
+        (r"C:\temp {\"a\": \"b\\n\"} \x1b", r"C:\temp {\"a\": \"b\\n\"} \x1b"),  # backslashes kept
+    ],
+)
+def test_escape(text: str, shown: str) -> None:
+    assert show.escape(text) == shown
+
+
+def test_escape_changes_the_controls_only_and_is_idempotent() -> None:
+    short = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", "\r": "r"}
+
+    def expected(char: str) -> str:
+        if not unprintable(char):
+            return char
+        return "\\" + short.get(
+            char, f"x{ord(char):02x}" if ord(char) < 0x100 else f"u{ord(char):04x}"
+        )
+
+    every = "".join(map(chr, range(0x180))) + "\ud800\udbff\udc00\udfff \u2028\u202e\U0001f389"
+    once = show.escape(every)
+    assert once == "".join(map(expected, every))
+    assert not unprintable(once)
+    assert show.escape(once) == once  # so table() may escape what say() escapes again
+
+
+def test_a_table_aligns_cells_as_printed() -> None:
+    rows = [["evil\x1b[2J", "1"], ["long-agent-name", "2"]]
+    header, first, second = show.table(["AGENT", "PID"], rows)
+    assert first.startswith(r"evil\x1b[2J")
+    assert header.index("PID") == first.rindex("1") == second.rindex("2")
+
+
 # ---------------------------------------------------------------- the wire
 
 
@@ -900,6 +953,87 @@ def test_report_and_checkpoint(fake: Any, monkeypatch: pytest.MonkeyPatch, short
     ]
     (short_tmp / "bad.json").write_text("{nope")
     assert run_cli(daemon, "report", "--checkpoint", str(short_tmp / "bad.json")) == 1
+
+
+HOSTILE = "pts/1\x1b[2J\x1b]0;x\x07"
+
+
+def test_text_output_from_the_daemon_is_escaped(
+    fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    owner = {"uid": 1000, "user": "alice", "tty": HOSTILE}
+    session = {**SESSION, "owner": owner, "pause_reason": "a\rb"}
+    results = {
+        "session.status": {"daemon": {}, "session": session, "orphans": []},
+        "events.tail": [{"time": stamp(0), "kind": "session.paused", "message": "x\x9by"}],
+        "logs.tail": {"lines": ["\x1b[31mred\x07"]},
+        "session.health": {"status": "paused", "message": "m\x1b", "recovery": ["r\n"]},
+        "metrics.get": {"prometheus": "a 1\n# \x1b[2J\n"},
+        "session.pause": {**session, "name": "n\x1b"},
+    }
+    daemon = fake(lambda req: [reply(req, results[req["method"]])])
+    for argv in (["status"], ["events"], ["logs", "a"], ["health"], ["metrics", "--prometheus"],
+                 ["pause"]):  # fmt: skip
+        run_cli(daemon, *argv)
+    out = capsys.readouterr().out
+    assert not unprintable(out.replace("\n", ""))
+    for escaped in (r"on pts/1\x1b[2J\x1b]0;x\a, since", r"pause reason: a\rb", r"x\x9by",
+                    r"\x1b[31mred\a", r"paused: m\x1b", r"  - r\n", r"# \x1b[2J",
+                    r"paused session n\x1b"):  # fmt: skip
+        assert escaped in out, escaped
+    assert out.count("\n") == len(out.splitlines())  # no line but those sessionc ends
+
+
+def test_json_output_keeps_the_daemon_text_exact(
+    fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    every = "".join(map(chr, range(0xA0))) + "\ud800 é"
+    result = {"daemon": {}, "session": {**SESSION, "pause_reason": every}, "orphans": []}
+    daemon = fake(lambda req: [reply(req, result)])
+    assert run_cli(daemon, "status", "--json") == 0
+    out = capsys.readouterr().out
+    assert all(" " <= c <= "~" or c == "\n" for c in out)
+    assert json.loads(out)["session"]["pause_reason"] == every
+
+
+def test_errors_from_the_daemon_are_escaped(fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    data = {
+        "name": "SESSION_ACTIVE",
+        "message": f"active (owner bob, {HOSTILE})",
+        "hint": "h\n\x1b",
+    }
+    error = {"code": -32001, "message": "active", "data": data}
+    answer = json.dumps({"jsonrpc": "2.0", "id": 1, "error": error}).encode() + b"\n"
+    daemon = fake(lambda req: [answer])
+    run_cli(daemon, "start", "x")
+    err = capsys.readouterr().err
+    assert err == "sessionc: active (owner bob, pts/1\\x1b[2J\\x1b]0;x\\a)\nhint: h\\n\\x1b\n"
+    run_cli(daemon, "--json", "start", "x")
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["hint"] == "h\n\x1b" and not unprintable(err.replace("\n", ""))
+
+
+def test_followers_escape_each_line(fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    def script(req: dict[str, Any]) -> list[bytes] | None:
+        if req["method"] == "subscribe":
+            return [reply(req, {})]
+        tail = reply(req, {"lines": ["tail\x1b[2J"]})
+        return [tail, note("logs", {"agent": "a", "line": "new\x07"}), b""]
+
+    assert run_cli(fake(script), "logs", "a", "-f") == 3
+    out = capsys.readouterr().out
+    assert out == "tail\\x1b[2J\nnew\\a\n"
+
+
+def test_cli_prints_only_escaped_text_or_json() -> None:
+    """Every print in cli.py goes through say(), is JSON, or is sessionc's own script."""
+    tree = ast.parse(inspect.getsource(cli))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    printed = [ast.unparse(n.args[0]) for n in calls if ast.unparse(n.func) == "print"]
+    assert printed and all(p.startswith(("escape(", "json.dumps(")) or p == "r" for p in printed)
+    assert printed.count("r") == 1  # `completion`: a script made here, not the daemon's text
+    writes = [ast.unparse(n.func) for n in calls if ast.unparse(n.func).endswith(".write")]
+    assert writes == ["file.write"]  # export -o FILE: JSON
 
 
 # ---------------------------------------------------------------- start-up cost
