@@ -103,6 +103,8 @@ class DaemonSettings:
     admin_group: str = "sessiond-admin"
     on_shutdown: OnShutdown = OnShutdown.STOP
     max_clients: int = 256
+    max_clients_per_user: int = 32
+    idle_client_timeout: float = 600.0
     max_request_bytes: int = 1048576
     client_timeout: float = 30.0
     network_grace: float = 2.0
@@ -310,6 +312,10 @@ DAEMON_KEYS = _table(DaemonSettings, False, [
     ("admin_group", _text(_ACCOUNT, _ACCOUNT_RULE), "its members are admins of every session"),
     ("on_shutdown", _choice(OnShutdown), 'on SIGTERM, "stop" the agents or "keep" them running'),
     ("max_clients", _integer(1, 65536), "connections at once"),
+    ("max_clients_per_user", _integer(1, 65536),
+     "connections of one uid at once (root and admins: no limit of their own)"),
+    ("idle_client_timeout", _DURATION,
+     "a connection with no request and no subscription is closed after this"),
     ("max_request_bytes", _integer(1024, 64 << 20), "longest request line"),
     ("client_timeout", _DURATION, "a half-sent request is cut off after this"),
     ("network_grace", _DURATION_OR_ZERO, "the network must be back this long to resume"),

@@ -211,7 +211,8 @@ class Daemon:
 
     def _limits(self) -> Limits:
         d = self.config.daemon
-        return Limits(d.max_clients, d.max_request_bytes, d.client_timeout)
+        return Limits(d.max_clients, d.max_clients_per_user, d.idle_client_timeout,
+                      d.max_request_bytes, d.client_timeout)  # fmt: skip
 
     def _apply_limits(self) -> None:
         """A reload's client limits and log rotation, for what comes next."""
@@ -220,8 +221,7 @@ class Daemon:
             self.server.limits = self._limits()
         if self.listening is not None:
             self.listening.listen(self._backlog())  # Linux takes a new backlog as it listens
-        watcher = self.manager.team.logs
-        watcher.max_bytes, watcher.files = d.log_max_bytes, d.log_files
+        self.manager.team.keeper.limits(d.log_max_bytes, d.log_files)
 
     def _listening_socket(self) -> socket.socket:
         if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):

@@ -20,6 +20,16 @@ from .records import Session, parse_rfc3339, rfc3339
 if TYPE_CHECKING:
     from .rpc import Ctx
 
+TAIL_MAX_LINES = 10_000  # events.tail and logs.tail, a call (SPEC §6)
+
+
+def check_lines(lines: int) -> None:
+    if not 1 <= lines <= TAIL_MAX_LINES:
+        raise InvalidParams(
+            f"param 'lines' must be 1 to {TAIL_MAX_LINES} (got {lines})",
+            "ask for fewer; 'sessionc export' gives a session's whole event log",
+        )
+
 
 def daemon_ping(ctx: Ctx) -> dict[str, Any]:
     """Is the daemon there: its version, pid and uptime.
@@ -52,8 +62,9 @@ async def session_start(
     manager = ctx.daemon.manager
     parent = overrides.pop("from", None)
     request = manager.prepare_start(
-        ctx.peer, tty, name=name, template=template, parent=parent, overrides=overrides
-    )
+        ctx.peer, tty, name=name, template=template, parent=parent, overrides=overrides,
+        admin=ctx.admin,
+    )  # fmt: skip
     if wait is None or wait is False:
         return _wire(ctx, manager.start(request))
     limit = None if wait is True else float(wait)
@@ -142,6 +153,12 @@ def session_export(ctx: Ctx, name: str) -> Any:
     {"method": "session.export", "params": {"name": "nightly"}} — sessionc export nightly"""
     manager = ctx.daemon.manager
     found = manager.find(name)
+    if role_of(ctx.peer, found.owner.uid, found.participant_uids(), ctx.admin) < Role.PARTICIPANT:
+        raise PermissionDenied(
+            f"{ctx.peer.user} may not export session {found.name}: only its owner, its "
+            "participants and admins may",
+            f"ask {found.owner.user} (its owner) or an admin",
+        )
     return {
         "session": _wire(ctx, found),
         "events": manager.events(1_000_000, found.id),
@@ -178,8 +195,7 @@ def events_tail(ctx: Ctx, lines: int = 20, session: str | None = None) -> Any:
     """The last events, oldest first, of every session or of one.
 
     {"method": "events.tail", "params": {"lines": 50}} — sessionc events -n 50"""
-    if not 1 <= lines <= 100_000:
-        raise InvalidParams(f"param 'lines' must be 1 to 100000 (got {lines})", "ask for fewer")
+    check_lines(lines)
     return ctx.daemon.manager.events(lines, session)
 
 

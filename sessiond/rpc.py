@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from .daemon import Daemon
     from .server import Connection
 
+BATCH_MAX = 1000  # requests in one batch (SPEC §6)
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
     "object": (dict,), "array": (list,), "null": (type(None),),
@@ -160,7 +162,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("session.touch", session_touch, PT, (NAME,)),
     Method("session.health", session_health, ANYONE, (NAME,)),
     Method("session.get", session_get, ANYONE, (P("name", "string", required=True),)),
-    Method("session.export", session_export, PT, (P("name", "string", required=True),)),
+    # Checked by the handler against the session exported, live or closed (SPEC §2.5).
+    Method("session.export", session_export, ANYONE, (P("name", "string", required=True),)),
     Method("session.history", session_history, ANYONE,
            (P("limit", "integer"), P("before", "string", "null"))),
     Method("session.cleanup", session_cleanup, OW, (P("orphans_only", "boolean"),)),
@@ -245,11 +248,45 @@ def _role_hint(needed: Role, session: str | None) -> str:
     return "ask the session's owner or an admin (root or a member of admin_group)"
 
 
+def _check_storable(name: str, value: Any) -> None:
+    """Refuse what the store and the wire cannot hold: lone surrogates, NaN and infinities."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and not _is_unicode(item):
+                raise InvalidParams(
+                    f"param '{name}' holds a string that is not valid Unicode (a lone surrogate)",
+                    "send UTF-8 text: \\ud800-\\udfff escapes only in pairs",
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidParams(
+                    f"param '{name}' holds {item}: numbers must be finite",
+                    "send plain JSON numbers: no NaN, Infinity or values beyond 1.8e308",
+                )
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _checked(method: Method, ctx: Ctx, args: tuple[Any, ...], params: dict[str, Any]) -> None:
     if args:
         raise InvalidParams(
             "params must be an object (by name), not a list", 'send {"params": {"name": ...}}'
         )
+    for name, value in params.items():
+        _check_storable(name, value)
     _check_params(method, params)
     _check_role(method, ctx)
 
@@ -313,12 +350,17 @@ def _valid_request(request: Any) -> Any:
     return request
 
 
-def _member_error(member: Any) -> dict[str, Any]:
-    text = f"batch member is not a JSON-RPC 2.0 request: {json.dumps(member)[:200]}"
-    hint = 'each member needs {"jsonrpc": "2.0", "method": "…"}'
+def _invalid(text: str, hint: str) -> dict[str, Any]:
     error = {"code": INVALID_REQUEST, "message": "Invalid request",
              "data": {"message": text, "hint": hint}}  # fmt: skip
     return {"jsonrpc": "2.0", "error": error, "id": None}
+
+
+def _member_error(member: Any) -> dict[str, Any]:
+    return _invalid(
+        f"batch member is not a JSON-RPC 2.0 request: {json.dumps(member)[:200]}",
+        'each member needs {"jsonrpc": "2.0", "method": "…"}',
+    )
 
 
 # jsonrpcserver answers these itself with a bare string as `data`; give them our shape.
@@ -371,7 +413,15 @@ class _Prepared:
     def __init__(self, line: str) -> None:
         parsed = _parse(line)
         self.errors: list[dict[str, Any]] = []
-        if isinstance(parsed, list) and parsed:
+        self.refusal: dict[str, Any] | None = None
+        if isinstance(parsed, list) and len(parsed) > BATCH_MAX:
+            # Refused whole, before any member runs: its replies alone could take gigabytes.
+            self.refusal = _invalid(
+                f"batch of {len(parsed)} requests: at most {BATCH_MAX} in one batch",
+                f"send batches of {BATCH_MAX} requests or fewer",
+            )
+            parsed = []
+        elif isinstance(parsed, list) and parsed:
             # JSON-RPC 2.0 §6: an invalid member gets its own error; the others still run.
             self.errors = [_member_error(r) for r in parsed if not _valid_one(r)]
             parsed = [r for r in parsed if _valid_one(r)]
@@ -386,9 +436,11 @@ class _Prepared:
 
     @property
     def all_invalid(self) -> bool:
-        return bool(self.errors) and self.parsed == []
+        return (bool(self.errors) or self.refusal is not None) and self.parsed == []
 
     def reply(self, response: Any) -> str:
+        if self.refusal is not None:
+            return json.dumps(self.refusal, separators=(",", ":"))
         if self.errors:
             response = [*(response or []), *self.errors]
         return "" if response is None else json.dumps(response, separators=(",", ":"))

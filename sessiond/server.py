@@ -7,9 +7,15 @@ the order of its requests. Limits (SPEC §6):
 
   * a line longer than max_request_bytes → -32600, connection closed;
   * a line left half-sent for client_timeout → connection closed;
-  * more than max_clients connections → one LIMIT_REACHED line, closed;
+  * more than max_clients connections, or max_clients_per_user of one uid
+    → one LIMIT_REACHED line, closed (root and admins are always let in:
+    one user's connections must never lock out the people who can fix it);
+  * no request, none in progress and no subscription for idle_client_timeout
+    → closed;
   * a queue of more than QUEUE_MAX unanswered lines → reading paused;
-  * a subscriber whose unread output passes SUBSCRIBER_MAX_BUFFER → dropped.
+  * replies unsent past REPLY_BUFFER_MAX (the client is not reading) → no more
+    of its lines are answered or read until they drain; a subscriber that far
+    behind is dropped.
 
 The peer is identified once, at accept, from SO_PEERCRED (and SO_PEERGROUPS
 for supplementary groups), never from anything the client sends.
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sessiond.server")
 
 QUEUE_MAX = 64
-SUBSCRIBER_MAX_BUFFER = 4 * 1024 * 1024
+REPLY_BUFFER_MAX = 4 * 1024 * 1024
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
@@ -86,33 +92,40 @@ class Connection(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self.topics: frozenset[str] = frozenset()
         self.peer: Peer | None = None
+        self.privileged = False  # root or an admin: no connection limit applies
         self.busy = False  # the worker has a request that must wait
+        self.last_request = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if len(self.server.connections) >= self.server.limits.max_clients:
-            err = LimitReached(
-                f"too many clients: {self.server.limits.max_clients} connections already",
-                "retry later, or raise max_clients in the [daemon] config",
-            )
-            transport.write(encode({"jsonrpc": "2.0", "id": None, "error": err.to_wire()}))
+        self.peer = peer_of(transport.get_extra_info("socket"))
+        self.privileged = is_admin(self.peer, self.server.daemon.admin_gid)
+        refusal = None if self.privileged else self.server.refusal(self.peer.uid)
+        if refusal is not None:
+            transport.write(encode({"jsonrpc": "2.0", "id": None, "error": refusal.to_wire()}))
             transport.close()
             return
-        self.peer = peer_of(transport.get_extra_info("socket"))
-        self.server.connections.add(self)
+        transport.set_write_buffer_limits(high=REPLY_BUFFER_MAX)
+        self.server.admit(self)
         self.worker = self.server.spawn(self._work())
+        self.last_request = asyncio.get_running_loop().time()
+        self._arm_idle(self.server.limits.idle_client_timeout)
 
     def data_received(self, data: bytes) -> None:
+        self.last_request = asyncio.get_running_loop().time()
         self.buffer += data
         limit = self.server.limits.max_request_bytes
-        while (end := self.buffer.find(b"\n")) >= 0:
-            if end > limit:
+        start = 0  # one cut at the end: a read of 3,000 pipelined lines is not 3,000 moves
+        while (end := self.buffer.find(b"\n", start)) >= 0:
+            if end - start > limit:
                 return self._refuse_oversized()
-            self.lines.append(bytes(self.buffer[:end]))
-            del self.buffer[: end + 1]
+            self.lines.append(bytes(self.buffer[start:end]))
+            start = end + 1
+        del self.buffer[:start]
         if len(self.buffer) > limit:
             return self._refuse_oversized()
         self._watch_partial_line()
@@ -122,7 +135,7 @@ class Connection(asyncio.Protocol):
 
     def answer_ready_lines(self) -> None:
         """Answer queued lines at once while they need no waiting; hand the rest to the worker."""
-        while self.lines and not self.busy:
+        while self.lines and not self.busy and self.writable.is_set():
             reply = self.server.answer_now(self.lines[0], self)
             if reply is None:
                 self.busy = True
@@ -130,13 +143,14 @@ class Connection(asyncio.Protocol):
                 return
             self.lines.popleft()
             self.send(reply)
-        if self.transport is not None and len(self.lines) < QUEUE_MAX:
+        if self.transport is not None and len(self.lines) < QUEUE_MAX and self.writable.is_set():
             self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
-        if self.cutoff is not None:
-            self.cutoff.cancel()
+        self.server.release(self)
+        for timer in (self.cutoff, self.idle_timer):
+            if timer is not None:
+                timer.cancel()
         if self.worker is not None:
             self.worker.cancel()
 
@@ -148,8 +162,8 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writable.set()
-        if self.transport is not None and len(self.lines) < QUEUE_MAX:
-            self.transport.resume_reading()
+        if not self.busy:
+            self.answer_ready_lines()  # resumes reading once the queue is short again
 
     # -- framing and limits --------------------------------------------------
 
@@ -178,6 +192,20 @@ class Connection(asyncio.Protocol):
             self.peer.uid if self.peer else "?",
             self.server.limits.client_timeout,
         )
+        self.close()
+
+    def _arm_idle(self, after: float) -> None:
+        self.idle_timer = asyncio.get_running_loop().call_later(after, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """Close a connection that has done nothing for idle_client_timeout; else look later."""
+        timeout = self.server.limits.idle_client_timeout
+        waited = asyncio.get_running_loop().time() - self.last_request
+        if self.topics or self.busy or self.lines or self.buffer or waited < timeout:
+            self._arm_idle(max(timeout - waited, 1.0))
+            return
+        log.info("closing a connection from uid %s: idle for %ss",
+                 self.peer.uid if self.peer else "?", timeout)  # fmt: skip
         self.close()
 
     def close(self) -> None:
@@ -219,7 +247,7 @@ class Connection(asyncio.Protocol):
     def notify(self, topic: str, method: str, params: dict[str, Any]) -> None:
         if topic not in self.topics or self.transport is None or self.transport.is_closing():
             return
-        if self.transport.get_write_buffer_size() > SUBSCRIBER_MAX_BUFFER:
+        if self.transport.get_write_buffer_size() > REPLY_BUFFER_MAX:
             log.warning(
                 "dropping a subscriber (uid %s): it reads slower than events come",
                 self.peer.uid if self.peer else "?",
@@ -232,6 +260,8 @@ class Connection(asyncio.Protocol):
 @dataclass(frozen=True)
 class Limits:
     max_clients: int
+    max_clients_per_user: int
+    idle_client_timeout: float
     max_request_bytes: int
     client_timeout: float
 
@@ -244,7 +274,36 @@ class Server:
         self.limits = limits
         self.spawn = spawn
         self.connections: set[Connection] = set()
+        self.per_uid: collections.Counter[int] = collections.Counter()
         self._rpc: Any = None
+
+    def refusal(self, uid: int) -> LimitReached | None:
+        """Why a new connection of `uid` (neither root nor an admin) is not let in, if so."""
+        limits = self.limits
+        if len(self.connections) >= limits.max_clients:
+            return LimitReached(
+                f"too many clients: {limits.max_clients} connections already",
+                "retry later, or raise max_clients in the [daemon] config",
+            )
+        if self.per_uid[uid] >= limits.max_clients_per_user:
+            return LimitReached(
+                f"too many connections of uid {uid}: {limits.max_clients_per_user} already",
+                "close some (or wait for idle ones to time out), or raise "
+                "max_clients_per_user in the [daemon] config",
+            )
+        return None
+
+    def admit(self, conn: Connection) -> None:
+        assert conn.peer is not None
+        self.connections.add(conn)
+        self.per_uid[conn.peer.uid] += 1
+
+    def release(self, conn: Connection) -> None:
+        if conn in self.connections and conn.peer is not None:
+            self.connections.discard(conn)
+            self.per_uid[conn.peer.uid] -= 1
+            if not self.per_uid[conn.peer.uid]:
+                del self.per_uid[conn.peer.uid]
 
     def load_rpc(self) -> Any:
         """Import the dispatcher (and jsonrpcserver) on first use: start-up does not need it."""

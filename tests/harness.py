@@ -214,6 +214,35 @@ def raw_connection(path: Path, timeout: float = 10.0) -> socket.socket:
     return sock
 
 
+def connect_as(path: Path, uid: int, gid: int, timeout: float = 10.0) -> socket.socket:
+    """A connection whose peer (SO_PEERCRED) is `uid`: made by a child that took that uid,
+    handed back over a socketpair."""
+    here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pid = os.fork()
+    if pid == 0:  # the child: become uid, connect, send the fd, and go
+        code = 1
+        try:
+            os.setgroups([gid])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(path))
+            socket.send_fds(there, [b"fd"], [sock.fileno()])
+            code = 0
+        finally:
+            os._exit(code)
+    there.close()
+    try:
+        _, fds, _, _ = socket.recv_fds(here, 16, 1)
+    finally:
+        here.close()
+        os.waitpid(pid, 0)
+    assert fds, f"uid {uid} could not connect to {path}"
+    sock = socket.socket(fileno=fds[0])
+    sock.settimeout(timeout)
+    return sock
+
+
 def read_line(sock: socket.socket, buffer: bytearray) -> dict[str, Any] | list[Any] | None:
     """The next JSON line from `sock` (None at EOF); `buffer` keeps what is left over."""
     while b"\n" not in buffer:

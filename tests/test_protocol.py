@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import time
 
 import pytest
 
-from harness import raw_connection, read_line, wait_for
+from harness import connect_as, raw_connection, read_line, wait_for
 from sessiond.rpc import METHODS
 
 
@@ -92,21 +93,25 @@ def test_half_sent_line_is_cut_after_client_timeout(make_daemon):
     assert ask(idle, bytearray(), PING)["id"] == 1
 
 
-def test_max_clients_refuses_with_limit_reached(make_daemon):
-    daemon = make_daemon("[daemon]\nmax_clients = 3\n")
-    held = [raw_connection(daemon.socket) for _ in range(3)]
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as uid 65534")
+def test_max_clients_refuses_with_limit_reached_but_lets_root_in(make_daemon):
+    daemon = make_daemon('[daemon]\nsocket_group = "nogroup"\nmax_clients = 3\n',
+                         user_mode=False)  # fmt: skip
+    for path in (daemon.root.parent, daemon.root, daemon.socket.parent):
+        os.chmod(path, 0o755)
+    held = [connect_as(daemon.socket, 65534, 65534) for _ in range(3)]
     for s in held:
         assert ask(s, bytearray(), PING)["id"] == 1
-    extra = raw_connection(daemon.socket)
-    refused = read_line(extra, bytearray())
+    refused = read_line(connect_as(daemon.socket, 65534, 65534), bytearray())
     assert refused["error"]["code"] == -32007
     assert "max_clients" in refused["error"]["data"]["hint"]
+    # Root (and admins) are always let in: one user's connections never lock them out.
+    assert ask(raw_connection(daemon.socket), bytearray(), PING)["id"] == 1
     held.pop().close()
-    wait_for(lambda: _can_ping(daemon), what="a free slot")
+    wait_for(lambda: _can_ping(connect_as(daemon.socket, 65534, 65534)), what="a free slot")
 
 
-def _can_ping(daemon) -> bool:
-    sock = raw_connection(daemon.socket)
+def _can_ping(sock: socket.socket) -> bool:
     reply = ask(sock, bytearray(), PING)
     return reply is not None and "result" in reply
 
