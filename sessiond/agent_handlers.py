@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs, metrics
 from .crew import agent_wire
-from .errors import InvalidParams
+from .handlers import check_lines
 from .supervisor import Agent
 
 if TYPE_CHECKING:
@@ -122,8 +122,7 @@ def logs_tail(ctx: Ctx, agent: str, lines: int = 50) -> Any:
     """The last lines an agent wrote to stdout and stderr.
 
     {"method": "logs.tail", "params": {"agent": "scanner", "lines": 20}} — sessionc logs scanner"""
-    if not 1 <= lines <= 100_000:
-        raise InvalidParams(f"param 'lines' must be 1 to 100000 (got {lines})", "ask for fewer")
+    check_lines(lines)
     found = ctx.daemon.manager.team.find(_live(ctx), agent)
     return {"agent": found.name, "lines": logs.tail(found.log_path, lines)}
 

@@ -3,9 +3,8 @@
 Agents run with the rights of whoever they are for, never more: an ad-hoc
 agent as the caller (uid, gid and groups as the kernel reported them), a
 template agent as the session owner or the user its config names. The
-checks that the kernel would not make for us happen here: the daemon's
-`chdir()` runs before it drops privileges, so a caller's working directory
-is checked against the caller's own search rights first.
+working directory is entered by the agent's process itself, after the switch
+of uid (supervisor._popen_as), so the kernel checks it with the agent's rights.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import json
 import os
 import pwd
 import secrets
-import stat
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -64,29 +62,6 @@ class Runner:
             ) from None
         groups = tuple(sorted(groups_of(entry.pw_uid, entry.pw_gid)))
         return cls(entry.pw_uid, entry.pw_gid, groups, name, entry.pw_dir, entry.pw_shell)
-
-
-def may_enter(path: str, runner: Runner) -> bool:
-    """Whether `runner` could chdir() into `path` itself (mode bits; ACLs are not read)."""
-    if runner.uid == 0:
-        return os.path.isdir(path)
-    target = Path(path)
-    for part in [*reversed(target.parents), target]:
-        try:
-            st = os.stat(part)
-        except OSError:
-            return False
-        if not stat.S_ISDIR(st.st_mode):
-            return False
-        if st.st_uid == runner.uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid in runner.groups or st.st_gid == runner.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return False
-    return True
 
 
 def check_daemon_can_run_as(runner: Runner) -> None:
@@ -159,6 +134,11 @@ class Crew:
         """Register an agent rebuilt from the store after a daemon restart."""
         self.sessions.setdefault(agent.session_id, {})[agent.name] = agent
         self.by_token[agent.token] = agent
+
+    def discard(self, agent: Agent) -> None:
+        """An agent that was added but never started."""
+        self.sessions.get(agent.session_id, {}).pop(agent.name, None)
+        self.by_token.pop(agent.token, None)
 
     def forget(self, session_id: str) -> None:
         for agent in self.sessions.pop(session_id, {}).values():

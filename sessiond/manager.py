@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
 import shutil
 import time
 import uuid
@@ -43,6 +44,7 @@ from .errors import (
     InvalidParams,
     InvalidState,
     NoSession,
+    PermissionDenied,
     SessionActive,
     SessionMismatch,
     StorageError,
@@ -98,10 +100,12 @@ class Manager:
         self.outlet = outlet
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self.live: Session | None = None
+        self._ended: Session | None = None  # the last session that was live here
         self._clocks: policy.Clocks | None = None
         self._queue: collections.deque[_Waiter] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._unpublished: list[dict[str, Any]] = []
+        self._deferred: list[Callable[[], None]] = []  # writes the disk refused (_ENDINGS)
         self.on_change: Callable[[], None] = lambda: None
         self.online: bool | None = None  # unknown until netwatch's first reading
         self.watch_network: Callable[[], None] = lambda: None
@@ -136,11 +140,11 @@ class Manager:
 
     def prepare_start(
         self, peer: Peer, tty: str | None, *, name: str | None, template: str | None,
-        parent: str | None, overrides: Mapping[str, Any],
+        parent: str | None, overrides: Mapping[str, Any], admin: bool = False,
     ) -> StartRequest:  # fmt: skip
         """Check everything about a start that does not depend on the lock."""
         settings = self._settings_for(template, overrides)
-        parent_id = self._parent_id(parent) if parent else None
+        parent_id = self._parent_id(parent, peer, admin) if parent else None
         owner = Person(peer.uid, peer.user, peer.pid, tty)
         return StartRequest(
             check_name(name) if name else generated_name(), owner, settings, template, parent_id
@@ -247,8 +251,8 @@ class Manager:
 
     def join(self, peer: Peer, name: str | None, tty: str | None) -> Session:
         live = self.resolve(name)
-        if peer.uid == live.owner.uid:
-            return self.move(Event.ACTIVITY, None, "")
+        if peer.uid == live.owner.uid or peer.uid in live.participant_uids():
+            return self.move(Event.ACTIVITY, None, "")  # already in: nothing new to record
         person = Participant(Person(peer.uid, peer.user, peer.pid, tty), time.time())
         others = tuple(p for p in live.participants if p.who.uid != peer.uid)
         return self.move(
@@ -359,8 +363,10 @@ class Manager:
             changes["closed_at"] = now
         became = dataclasses.replace(live, state=new_state, **changes)
         moved = new_state is not live.state
-        with self.transaction():
-            self.store.save_session(became.to_row())
+        row = became.to_row()
+
+        def write() -> None:
+            self.store.save_session(row)
             if also is not None:
                 also()
             if kind:
@@ -374,6 +380,18 @@ class Manager:
                     f"session {live.name} is {new_state.value} again",
                     {},
                 )
+
+        try:
+            with self.transaction():
+                write()
+        except StorageError as exc:
+            if event not in _ENDINGS:
+                raise
+            # Stopping is how an operator frees a disk (SPEC §6.2): it happens now, and
+            # its record is written, before anything else, once space returns.
+            log.error("%s; session %s is %s all the same, its record written when space "
+                      "returns", exc.message, live.name, new_state.value)  # fmt: skip
+            self._defer(write)
         self._set_live(became)
         self._run(effects, became)
         return became
@@ -461,6 +479,7 @@ class Manager:
         previous = self.live
         self.live = session if session.state.live else None
         if self.live is None:
+            self._ended = session  # as fresh as the store's row, or fresher (_defer)
             self._clocks = None
             return
         now_mono, now_wall = time.monotonic(), time.time()
@@ -539,6 +558,11 @@ class Manager:
         totals = dict(live.metrics)
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0) + value
+            if not math.isfinite(totals[key]):
+                raise InvalidParams(
+                    f"metric {key!r}: {live.metrics.get(key, 0)!r} + {value!r} is not a finite"
+                    " number", "report smaller amounts, or start a new session",
+                )  # fmt: skip
         became = dataclasses.replace(live, metrics=MappingProxyType(totals))
         with self.transaction():
             self.store.save_session(became.to_row())
@@ -581,8 +605,9 @@ class Manager:
         return found
 
     def find(self, name_or_id: str) -> Session:
-        if self.live is not None and name_or_id in (self.live.name, self.live.id):
-            return self.live
+        for known in (self.live, self._ended):
+            if known is not None and name_or_id in (known.name, known.id):
+                return known
         row = self.store.find_session(name_or_id)
         if row is None:
             raise NoSession(
@@ -621,8 +646,15 @@ class Manager:
                 "see 'man sessiond.toml' for the [session] keys",
             ) from None
 
-    def _parent_id(self, parent: str) -> str:
+    def _parent_id(self, parent: str, peer: Peer, admin: bool) -> str:
+        """--from OLD: OLD's owner and admins only, since its checkpoints come with it."""
         found = self.find(parent)
+        if not admin and peer.uid != found.owner.uid:
+            raise PermissionDenied(
+                f"{peer.user} may not start from session {found.name}: only its owner "
+                f"({found.owner.user}) and admins may",
+                "start without --from, or ask its owner or an admin",
+            )
         if found.state.live:
             raise InvalidState(
                 f"session '{parent}' is still live", "--from takes a closed session: stop it first"
@@ -631,13 +663,35 @@ class Manager:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """A store transaction whose events are published only once it committed."""
+        """A store transaction whose events are published only once it committed.
+
+        Writes that the disk refused earlier (_defer) go first, in their order.
+        """
         self._unpublished.clear()
         with self.store.transaction():
+            for write in self._deferred:
+                write()
             yield
+        self._deferred.clear()
         for event in self._unpublished:
             self.outlet.publish(event)
         self._unpublished.clear()
+
+    def _defer(self, write: Callable[[], None]) -> None:
+        self._deferred.append(write)
+        if len(self._deferred) == 1:
+            asyncio.get_running_loop().call_later(RETRY_SECONDS, self._write_deferred)
+
+    def _write_deferred(self) -> None:
+        if not self._deferred:
+            return
+        try:
+            with self.transaction():
+                pass
+        except StorageError:
+            asyncio.get_running_loop().call_later(RETRY_SECONDS, self._write_deferred)
+            return
+        log.info("the disk took the records it had refused")
 
     def _event(self, s: Session, kind: str, message: str, data: Mapping[str, Any]) -> None:
         self.event_for(s.id, s.name, kind, message, data)
@@ -663,6 +717,8 @@ class Manager:
 
 
 _ACTIVITY = frozenset({Event.ACTIVITY, Event.RESUME, Event.RECONNECT, Event.LAUNCHED})
+# Moves that end a session go ahead on a full disk; their records are written later.
+_ENDINGS = frozenset({Event.STOP, Event.STOPPED, Event.EXPIRE, Event.LAUNCH_FAILED})
 
 
 def _state_hint(s: Session) -> str:

@@ -97,6 +97,11 @@ class Census:
         """Every live process of an agent: its process group, and whoever carries its token."""
         return self.groups.get(pgid, set()) | self.tokens.get(token, set())
 
+    def leader(self, token: str) -> int | None:
+        """The process that carries an agent's token and leads its own group: the agent."""
+        return next((pid for pid in self.tokens.get(token, ()) if pid in self.groups.get(pid, ())),
+                    None)  # fmt: skip
+
     def marked(self) -> dict[str, set[int]]:
         return self.tokens
 
@@ -107,6 +112,56 @@ class Census:
             "agent": marker.get("SESSIOND_AGENT"),
             "session_id": marker.get("SESSIOND_SESSION_ID"),
         }
+
+
+def strays(keep: set[int]) -> set[int]:
+    """Every process the daemon answers for, but the trees of those in `keep` (SPEC §3 Stop).
+
+    Its descendants (it is a child subreaper, so whatever escaped an agent's
+    process group and session is re-parented to it, whatever environment it
+    cleared), and under systemd every process in its service's control group,
+    which also holds what escaped an agent the daemon adopted.
+    """
+    me = os.getpid()
+    children: dict[int, list[int]] = {}
+    for pid in _pids():
+        fields = _stat_fields(pid)
+        if fields is not None and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(pid)
+    kept = _trees(children, keep)
+    found = _trees(children, {me}) | {pid for pid in service_cgroup_members() if alive(pid)}
+    return found - kept - {me}
+
+
+def _trees(children: dict[int, list[int]], roots: set[int]) -> set[int]:
+    """The roots and all their descendants."""
+    found, todo = set(roots), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def service_cgroup_members() -> set[int]:
+    """The pids in the daemon's own systemd service cgroup (cgroup v2), if it runs in one."""
+    if not os.environ.get("INVOCATION_ID"):
+        return set()  # not a systemd service: the cgroup is a login session's, not ours
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+    except (OSError, StopIteration):
+        return set()
+    if not path.endswith(".service"):
+        return set()
+    members: set[int] = set()
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        for folder, _dirs, files in os.walk(root + path):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError), open(f"{folder}/cgroup.procs") as f:
+                    members |= {int(line) for line in f if line.strip()}
+    return members
 
 
 def signal_all(pgid: int | None, pids: set[int], sig: int) -> None:

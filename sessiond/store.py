@@ -109,8 +109,19 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, agent, seq)
     );
     """,
+    # A checkpoint is handed on only to an agent of the uid that stored it (SPEC §2.5);
+    # those stored before this column are its agent row's.
+    """
+    ALTER TABLE checkpoints ADD COLUMN uid INTEGER;
+    UPDATE checkpoints SET uid = (SELECT a.uid FROM agents a
+        WHERE a.session_id = checkpoints.session_id AND a.name = checkpoints.agent);
+    """,
 ]
 CHECKPOINTS_KEPT = 10
+# A session keeps its newest EVENTS_KEPT events (the machine's own, too): a client
+# joining and leaving in a loop cannot grow the store without bound.
+EVENTS_KEPT = 100_000
+EVENTS_TRIM_EVERY = 1000
 SCHEMA_VERSION = len(MIGRATIONS)
 
 SESSION_COLUMNS = [
@@ -232,7 +243,14 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (time, session_id, session, kind, message, json.dumps(data)),
         )
-        return int(cur.lastrowid or 0)
+        seq = int(cur.lastrowid or 0)
+        if seq % EVENTS_TRIM_EVERY == 0:
+            self.db.execute(
+                "DELETE FROM events WHERE session_id IS ? AND seq < (SELECT seq FROM events"
+                " WHERE session_id IS ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (session_id, session_id, EVENTS_KEPT),
+            )
+        return seq
 
     def save_agent(self, row: Mapping[str, Any]) -> None:
         columns = list(row)
@@ -249,7 +267,7 @@ class Store:
             (session_id, time, agent, message),
         )
 
-    def add_checkpoint(self, session_id: str, agent: str, time: float, data: str) -> int:
+    def add_checkpoint(self, session_id: str, agent: str, uid: int, time: float, data: str) -> int:
         """Store one checkpoint, keep the last CHECKPOINTS_KEPT; its sequence number."""
         seq = (
             1
@@ -259,7 +277,9 @@ class Store:
             ).fetchone()[0]
         )
         self.db.execute(
-            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?)", (session_id, agent, seq, time, data)
+            "INSERT INTO checkpoints (session_id, agent, seq, time, data, uid)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, agent, seq, time, data, uid),
         )
         self.db.execute(
             "DELETE FROM checkpoints WHERE session_id = ? AND agent = ? AND seq <= ?",
@@ -313,15 +333,15 @@ class Store:
 
     def checkpoints(self, session_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT agent, seq, time, data FROM checkpoints WHERE session_id = ?"
+            "SELECT agent, seq, time, data, uid FROM checkpoints WHERE session_id = ?"
             " ORDER BY agent, seq",
             (session_id,),
         ).fetchall()
         return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
 
-    def latest_checkpoints(self, session_id: str) -> dict[str, Any]:
-        """Each agent's newest checkpoint value."""
-        return {c["agent"]: c["data"] for c in self.checkpoints(session_id)}
+    def latest_checkpoints(self, session_id: str) -> dict[str, tuple[int | None, Any]]:
+        """Each agent's newest checkpoint: (the uid that stored it, its value)."""
+        return {c["agent"]: (c["uid"], c["data"]) for c in self.checkpoints(session_id)}
 
     def live_session(self) -> dict[str, Any] | None:
         row = self.db.execute(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import procs
+from .access import user_name
 from .agent import AgentEvent, AgentRefused, AgentState, Exit, describe_exit, on_exit, step
 from .config import AgentSpec
 
@@ -34,10 +35,25 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 class SpawnError(Exception):
     """An agent's command could not be started; the message names both."""
 
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class CwdRefused(OSError):
+    """The agent's user may not enter its working directory."""
+
 
 class Hooks(Protocol):
     def agent_changed(self, agent: Agent, kind: str, message: str) -> None: ...
     def agent_error(self, agent: Agent, message: str) -> None: ...
+
+
+class Output(Protocol):
+    """Where an agent's stdout and stderr go (logs.KeeperLink, through the Team)."""
+
+    def open(self, agent: Agent) -> int: ...  # a write end, for one run; closed by the caller
+    def close(self, agent: Agent) -> None: ...  # that run ended
 
 
 @dataclass(eq=False)
@@ -78,9 +94,10 @@ class Agent:
 
 
 class Supervisor:
-    def __init__(self, instance: str, hooks: Hooks) -> None:
+    def __init__(self, instance: str, hooks: Hooks, output: Output) -> None:
         self.instance = instance
         self.hooks = hooks
+        self.output = output
         self.by_pid: dict[int, Agent] = {}
         self.orphans: dict[int, dict[str, Any]] = {}
 
@@ -91,11 +108,19 @@ class Supervisor:
         try:
             agent.popen = self._popen(agent)
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            self.output.close(agent)
             agent.state = step(agent.state, AgentEvent.SPAWN_FAILED)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            message = f"unable to start agent {agent.name}: {agent.spec.command[0]}: {reason}"
+            if isinstance(exc, CwdRefused):
+                user = user_name(agent.uid)
+                message = f"unable to start agent {agent.name}: {user} may not enter {agent.cwd}"
+                hint = f"run from a directory that {user} may enter, or pass another cwd"
+                message += f": {reason}"
+            else:
+                message = f"unable to start agent {agent.name}: {agent.spec.command[0]}: {reason}"
+                hint = "check the command name and that it is executable"
             self.hooks.agent_changed(agent, "agent.failed", message)
-            raise SpawnError(message) from None
+            raise SpawnError(message, hint) from None
         pid = agent.popen.pid
         agent.pid, agent.start_ticks = pid, procs.start_time(pid)
         agent.started_mono, agent.started_at = time.monotonic(), time.time()
@@ -106,23 +131,14 @@ class Supervisor:
         self.hooks.agent_changed(agent, "agent.started", f"agent {agent.name} started (pid {pid})")
 
     def _popen(self, agent: Agent) -> subprocess.Popen[bytes]:
-        switch = os.geteuid() == 0 and (agent.uid, agent.gid) != (0, 0)
-        agent.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        out = os.open(agent.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        out = self.output.open(agent)
         try:
+            if os.geteuid() == 0 and (agent.uid, agent.gid) != (0, 0):
+                return _popen_as(agent, out)
             return subprocess.Popen(
-                agent.spec.command,
-                cwd=agent.cwd,
-                env=agent.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-                close_fds=True,
-                user=agent.uid if switch else None,
-                group=agent.gid if switch else None,
-                extra_groups=list(agent.groups) if switch else None,
-            )
+                agent.spec.command, cwd=agent.cwd, env=agent.env, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=out, start_new_session=True, close_fds=True,
+            )  # fmt: skip
         finally:
             os.close(out)
 
@@ -181,6 +197,7 @@ class Supervisor:
         self._exited(agent, None)
 
     def _exited(self, agent: Agent, code: int | None) -> None:
+        self.output.close(agent)
         if agent.popen is not None:
             agent.popen.returncode = code  # reaped here, not by Popen
         agent.exit_code, agent.pid = code, None
@@ -327,3 +344,43 @@ class Supervisor:
                 }
         except psutil.Error:
             return {"cpu_percent": None, "rss": None}
+
+
+def _popen_as(agent: Agent, out: int) -> subprocess.Popen[bytes]:
+    """Start an agent as its own user, entering its directory with that user's rights.
+
+    CPython's `cwd=` is entered before the switch of uid (as root), so the child
+    enters it itself, after the switch, where symlinks, modes and ACLs are all
+    checked against the agent's user. `user=` already rules out vfork, so the
+    preexec_fn costs no more than the fork did; the daemon has no threads that
+    it could deadlock. The errno of a refused chdir comes back on a pipe.
+    """
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    cwd = agent.cwd
+
+    def enter() -> None:
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            os.write(report_w, str(exc.errno).encode())
+            raise
+
+    try:
+        return subprocess.Popen(
+            agent.spec.command, env=agent.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            start_new_session=True, close_fds=True, user=agent.uid, group=agent.gid,
+            extra_groups=list(agent.groups),
+            preexec_fn=enter,  # noqa: PLW1509 -- after the uid switch; the daemon has no threads
+        )  # fmt: skip
+    except subprocess.SubprocessError:
+        os.close(report_w)
+        report_w = -1
+        errno = os.read(report_r, 16)
+        if errno:
+            number = int(errno)
+            raise CwdRefused(number, os.strerror(number), cwd) from None
+        raise
+    finally:
+        os.close(report_r)
+        if report_w >= 0:
+            os.close(report_w)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -28,7 +29,6 @@ from .crew import (
     adhoc_spec,
     agent_wire,
     check_daemon_can_run_as,
-    may_enter,
     spec_from_dict,
     spec_to_dict,
 )
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sessiond")
 METRIC_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
 RUNNABLE = (State.ACTIVE, State.IDLE, State.SUSPENDED)
+STRAY_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for what escaped a stopped agent
 
 
 class Team:
@@ -62,9 +63,10 @@ class Team:
         self.manager = manager
         self.store = store
         self.crew = crew
-        self.supervisor = Supervisor(crew.instance, self)
+        self.supervisor = Supervisor(crew.instance, self, self)
         daemon = manager.config.daemon
-        self.logs = logs.Watcher(daemon.log_max_bytes, daemon.log_files, self._lines, self._wanted)
+        self.keeper = logs.KeeperLink(crew.state_dir, daemon.log_max_bytes, daemon.log_files)
+        self.logs = logs.Followers(self._lines, self._wanted)
         self.error_times: list[float] = []
         self._dirty: dict[Agent, None] = {}
         self._pending_events: list[tuple[Agent, str, str]] = []
@@ -73,8 +75,6 @@ class Team:
     # -- Hooks ---------------------------------------------------------------
 
     def agent_changed(self, agent: Agent, kind: str, message: str) -> None:
-        if kind == "agent.started":
-            self.logs.follow(_log_key(agent), agent.log_path)
         self._dirty[agent] = None
         self._pending_events.append((agent, kind, message))
         if not self._flush_armed:
@@ -98,7 +98,15 @@ class Team:
 
     def follow_logs(self, agent: Agent) -> None:
         """A logs:AGENT subscriber arrived: send it lines from now on."""
-        self.logs.subscribed(_log_key(agent))
+        self.logs.follow(_log_key(agent), agent.log_path)
+
+    # -- Output: each run of an agent writes into a pipe to the log keeper ------
+
+    def open(self, agent: Agent) -> int:
+        return self.keeper.pipe(_log_key(agent), agent.log_path)
+
+    def close(self, agent: Agent) -> None:
+        self.keeper.release(_log_key(agent))
 
     def agent_error(self, agent: Agent, message: str) -> None:
         live = self.manager.live
@@ -136,17 +144,22 @@ class Team:
 
     def _flush(self) -> None:
         self._flush_armed = False
+        dirty, events = list(self._dirty), self._pending_events
         try:
-            self._write_pending()
+            self._write(dirty, events)
         except StorageError as exc:
             # Keep everything pending; the disk may come back (SPEC §6.2).
             log.error("%s; keeping %d agent changes to write again in 1s", exc.message,
                       len(self._pending_events))  # fmt: skip
             self._flush_armed = True
             asyncio.get_running_loop().call_later(1.0, self._flush)
+            return
+        except Exception:  # a bug, not the disk: it must not stop every later write
+            log.exception("internal error writing agent changes; writing them one by one")
+            self._write_apart(dirty, events)
+        self._dirty, self._pending_events = {}, []
 
-    def _write_pending(self) -> None:
-        dirty, events = list(self._dirty), self._pending_events
+    def _write(self, dirty: list[Agent], events: list[tuple[Agent, str, str]]) -> None:
         with self.manager.transaction():
             for agent in dirty:
                 self.store.save_agent(_agent_row(agent))
@@ -158,7 +171,23 @@ class Team:
                     message,
                     {"agent": agent.name, "pid": agent.pid, "exit_code": agent.exit_code},
                 )
-        self._dirty, self._pending_events = {}, []
+
+    def _write_apart(self, dirty: list[Agent], events: list[tuple[Agent, str, str]]) -> None:
+        """Each change in a transaction of its own: only the one that cannot be written is lost."""
+        changes: list[tuple[list[Agent], list[tuple[Agent, str, str]]]] = [
+            ([agent], []) for agent in dirty
+        ] + [([], [event]) for event in events]
+        for rows, items in changes:
+            try:
+                self._write(rows, items)
+            except Exception:  # noqa: BLE001 -- said, and the others still written
+                log.error("dropping an agent change that cannot be written: %r", (rows, items))
+
+    def save_now(self, agents: list[Agent]) -> None:
+        """Write these agents' rows before any process of theirs exists (StorageError if not)."""
+        with self.manager.transaction():
+            for agent in agents:
+                self.store.save_agent(_agent_row(agent))
 
     # -- the session's agents ------------------------------------------------
 
@@ -169,23 +198,27 @@ class Team:
     def launch(
         self, session: Session, specs: list[AgentSpec], checkpoints: dict[str, Any]
     ) -> str | None:
-        """Start the template's agents; the first that cannot start fails the launch."""
-        for spec in specs:
-            runner = Runner.for_user(spec.user) if spec.user else _owner_runner(session)
-            try:
+        """Start the template's agents; the first that cannot start fails the launch.
+
+        Every agent's row is durable before the first process starts: a daemon
+        killed half-way through knows each process it may find (SPEC §3, §6.2).
+        """
+        agents = []
+        try:
+            for spec in specs:
+                runner = Runner.for_user(spec.user) if spec.user else _owner_runner(session)
                 check_daemon_can_run_as(runner)
-                agent = self.crew.add(
-                    session,
-                    spec,
-                    runner=runner,
-                    cwd=spec.cwd or runner.home,
-                    checkpoint=checkpoints.get(spec.name),
-                )
+                agents.append(self.crew.add(
+                    session, spec, runner=runner, cwd=spec.cwd or runner.home,
+                    checkpoint=handed(checkpoints, spec.name, runner.uid),
+                ))  # fmt: skip
+            self.save_now(agents)
+            for agent in agents:
                 self.supervisor.start(agent)
-            except DomainError as exc:
-                return exc.message
-            except (SpawnError, AgentRefused) as exc:
-                return str(exc)
+        except DomainError as exc:
+            return exc.message
+        except (SpawnError, AgentRefused) as exc:
+            return str(exc)
         return None
 
     def adopt(self, live: Session) -> None:
@@ -196,11 +229,24 @@ class Team:
         user stopped stays stopped; one stopped by our own shutdown starts again.
         """
         self.error_times = self.store.error_times(live.id, live.errors_reset_at or 0.0)
-        for row in self.store.agents(live.id):
+        rows = self.store.agents(live.id)
+        if rows:
+            self.keeper.attach()  # its pipes: the adopted agents' output goes on being kept
+        census = procs.Census(self.crew.instance)
+        for row in rows:
             agent = self._revive(live, row)
-            plan = revive_plan(row, procs.start_time(row["pid"]) if row["pid"] else None)
+            pid = row["pid"]
+            plan = revive_plan(row, procs.start_time(pid) if pid else None)
+            if plan is Revival.START and (found := census.leader(row["token"])) is not None:
+                # Started, but the daemon died before it wrote the pid: that process is it.
+                pid, agent.start_ticks, agent.state = (
+                    found,
+                    procs.start_time(found),
+                    AgentState.RUNNING,
+                )
+                plan = Revival.ADOPT
             if plan is Revival.ADOPT:
-                self.supervisor.adopt(agent, row["pid"])
+                self.supervisor.adopt(agent, pid)
                 # The row may lag the process (a crash before it was written): settle both.
                 self.supervisor.settle(agent, stopped=self._held(agent))
             elif plan is Revival.DIED:
@@ -219,7 +265,6 @@ class Team:
             started_at=row["started_at"], start_ticks=row["start_ticks"],
         )  # fmt: skip
         self.crew.restore(agent)
-        self.logs.follow(_log_key(agent), agent.log_path)
         return agent
 
     def find_orphans(self) -> None:
@@ -279,10 +324,28 @@ class Team:
     async def stop_all(self, session_id: str, forget: bool) -> None:
         agents = self.crew.agents(session_id)
         await self.supervisor.stop_all(agents)
+        grace = max((a.spec.stop_timeout for a in agents), default=STRAY_GRACE)
+        await self.sweep(grace)
         if forget:
             for agent in agents:
                 self.logs.forget(_log_key(agent))
             self.crew.forget(session_id)
+
+    async def sweep(self, grace: float) -> None:
+        """End what escaped the stopped agents: SIGTERM, SIGKILL after `grace` (SPEC §3)."""
+        running = {a.pid for a in self.crew.by_token.values() if a.pid is not None}
+        keep = running | set(self.supervisor.orphans) | {self.keeper.pid or 0}
+        found = procs.strays(keep)
+        if not found:
+            return
+        log.warning("ending %d processes left behind by stopped agents: %s", len(found),
+                    sorted(found))  # fmt: skip
+        procs.signal_all(None, found, signal.SIGTERM)
+        procs.signal_all(None, found, signal.SIGCONT)
+        left = await procs.wait_gone(found, grace)
+        if left:
+            log.warning("sending SIGKILL to %s: still there %gs after SIGTERM", sorted(left), grace)
+            procs.signal_all(None, left, signal.SIGKILL)
 
     def wire(self, session: Session) -> list[dict[str, Any]]:
         agents = self.crew.agents(session.id)
@@ -313,14 +376,13 @@ class Team:
         runner = Runner.for_peer(peer)
         check_daemon_can_run_as(runner)
         where = cwd or runner.home
-        if not os.path.isabs(where) or not may_enter(where, runner):
+        if not os.path.isabs(where):
             raise InvalidParams(
-                f"unable to run in {where}: {runner.user} may not enter it",
-                "run from a directory you can enter, or pass cwd",
+                f"unable to run in {where}: not an absolute path", "pass cwd as an absolute path"
             )
         wanted = os.path.basename(command[0]) if command and isinstance(command[0], str) else ""
         chosen = name or self.crew.unique_name(live.id, wanted or "agent")
-        checkpoint = self.manager.parent_checkpoints(live).get(chosen)
+        checkpoint = handed(self.manager.parent_checkpoints(live), chosen, runner.uid)
         spec = adhoc_spec(chosen, command, restart, labels, needs_network)
         if self.crew.get(live.id, spec.name):
             raise InvalidParams(
@@ -331,12 +393,14 @@ class Team:
             live, spec, runner=runner, cwd=where, checkpoint=checkpoint, extra_env=extra
         )
         try:
+            self.save_now([agent])  # on a full disk nothing starts (SPEC §6.2)
             self.supervisor.start(agent)
+        except StorageError:
+            self.crew.discard(agent)
+            raise
         except SpawnError as exc:
-            self.crew.sessions[live.id].pop(agent.name, None)
-            raise InvalidParams(
-                str(exc), "check the command name and that it is executable"
-            ) from None
+            self.crew.discard(agent)
+            raise InvalidParams(str(exc), exc.hint) from None
         if needs_network:
             self.manager.follow_network()
         self.manager.on_change()  # the STATUS= line counts the agents
@@ -357,7 +421,7 @@ class Team:
         try:
             self.supervisor.start(agent)
         except SpawnError as exc:
-            raise InvalidParams(str(exc), "check the agent's command") from None
+            raise InvalidParams(str(exc), exc.hint) from None
         except AgentRefused as exc:
             raise InvalidState(
                 f"agent {name}: {exc}", f"stop it first: sessionc agent stop {name}"
@@ -404,9 +468,12 @@ class Team:
                 not METRIC_RE.fullmatch(key)
                 or isinstance(value, bool)
                 or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
             ):
                 raise InvalidParams(
-                    f"metric {key!r} = {value!r}: want a name like tokens and a number",
+                    f"metric {key!r} = {value!r}: want a name like tokens and a finite number"
+                    " >= 0 (counters only grow)",
                     'for example {"tokens": 1500, "cost": 0.025}',
                 )
         if metrics:
@@ -425,7 +492,9 @@ class Team:
                 "store a reference (a path) to large state instead",
             )
         with self.store.transaction():
-            return self.store.add_checkpoint(agent.session_id, agent.name, time.time(), encoded)
+            return self.store.add_checkpoint(
+                agent.session_id, agent.name, agent.uid, time.time(), encoded
+            )
 
 
 def _owner_runner(session: Session) -> Runner:
@@ -474,3 +543,9 @@ def _stored_wire(row: dict[str, Any], session: str) -> dict[str, Any]:
 
 def _log_key(agent: Agent) -> str:
     return f"{agent.session_id}/{agent.name}"
+
+
+def handed(checkpoints: dict[str, tuple[int | None, Any]], name: str, uid: int) -> Any:
+    """The parent's checkpoint for agent `name`, if the uid that stored it runs this one."""
+    stored = checkpoints.get(name)
+    return stored[1] if stored is not None and stored[0] == uid else None

@@ -47,15 +47,29 @@ def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
     return make_daemon()
 
 
-@pytest.fixture
-def tiny_state_dir(short_tmp: Path) -> Iterator[Path]:
+@contextlib.contextmanager
+def size_limited(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at `mount`: a test that fills a disk or floods a log fills this."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a 2 MiB tmpfs")
-    mount = short_tmp / "full"
+        pytest.skip(f"needs root to mount a {size} tmpfs")
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                           str(mount)], capture_output=True, text=True)  # fmt: skip
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def tiny_state_dir(short_tmp: Path) -> Iterator[Path]:
+    with size_limited(short_tmp / "full", "2m") as mount:
+        yield mount
+
+
+@pytest.fixture
+def flood_dir(short_tmp: Path) -> Iterator[Path]:
+    with size_limited(short_tmp / "flood", "256m") as mount:
+        yield mount
