@@ -183,6 +183,7 @@ class Daemon:
             if self.netwatch is not None:
                 self.netwatch.cancel()
             await self.manager.shutdown(self.config.daemon.on_shutdown)
+            self.manager.team.keeper.close()
         self._remove_socket()
         self.store.close()
 

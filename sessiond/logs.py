@@ -129,13 +129,17 @@ class KeeperLink:
             self._send({"op": "limits", "max_bytes": max_bytes, "files": files})
 
     def close(self) -> None:
+        """The daemon is going: the keeper goes on alone while agents write."""
+        self._disconnect()
+        for key in list(self.held):
+            self.release(key)
+
+    def _disconnect(self) -> None:
         if self.sock is not None:
             with contextlib.suppress(ValueError, RuntimeError):
                 asyncio.get_running_loop().remove_reader(self.sock)
             self.sock.close()
             self.sock = None
-        for key in list(self.held):
-            self.release(key)
 
     # -- the keeper ------------------------------------------------------------
 
@@ -197,11 +201,7 @@ class KeeperLink:
             self._lost()
 
     def _lost(self) -> None:
-        if self.sock is not None:
-            with contextlib.suppress(ValueError, RuntimeError):
-                asyncio.get_running_loop().remove_reader(self.sock)
-            self.sock.close()
-            self.sock = None
+        self._disconnect()
         self._start()
 
     def _send_keep(self, key: str, path: str, fd: int) -> None:

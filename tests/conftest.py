@@ -47,6 +47,21 @@ def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
     return make_daemon()
 
 
+@pytest.fixture
+def make_shared_daemon(make_daemon: Callable[..., DaemonProcess]) -> Callable[..., DaemonProcess]:
+    """A system-mode daemon that uid 65534 may use: its group nogroup is the socket group.
+    `daemon_keys` go on in its [daemon] table."""
+
+    def make(daemon_keys: str = "", **kw: object) -> DaemonProcess:
+        daemon = make_daemon('[daemon]\nsocket_group = "nogroup"\n' + daemon_keys,
+                             user_mode=False, **kw)  # fmt: skip
+        for path in (daemon.root.parent, daemon.root, daemon.socket.parent):
+            os.chmod(path, 0o755)
+        return daemon
+
+    return make
+
+
 @contextlib.contextmanager
 def size_limited(mount: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` at `mount`: a test that fills a disk or floods a log fills this."""

@@ -291,10 +291,8 @@ def test_agent_stop_start_restart_and_limits(make_daemon):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as uid 65534")
-def test_run_from_another_uid_runs_as_that_uid(make_daemon, short_tmp):
-    daemon = make_daemon('[daemon]\nsocket_group = "nogroup"\n', user_mode=False)
-    for path in (short_tmp, daemon.root, daemon.socket.parent):
-        os.chmod(path, 0o755)
+def test_run_from_another_uid_runs_as_that_uid(make_shared_daemon, short_tmp):
+    daemon = make_shared_daemon()
     nobody = {"user": 65534, "group": 65534}
     assert daemon.sessionc("start", "theirs", **nobody).returncode == 0
     done = daemon.sessionc("run", "--name", "mine", "--", "sleep", "100", **nobody)

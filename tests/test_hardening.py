@@ -7,12 +7,12 @@ mounts (conftest.size_limited), never on the machine's disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import socket
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from test_agents import SLEEPER, agent, agents_of, alive, marked_processes
 
-from harness import fill, interpreter_for_others, raw_connection, read_line, wait_for
+from harness import connect_as, fill, raw_connection, read_line, wait_for
 from sessiond import store as store_module
 from sessiond.client import RemoteError
 
@@ -175,43 +175,22 @@ def test_metrics_must_be_finite_and_not_negative(daemon, short_tmp):
 
 # -- connections --------------------------------------------------------------------
 
-HOG = """
-import socket, sys
-socks, refused = [], 0
-for _ in range(30):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(sys.argv[1])
-    socks.append(s)
-for s in socks:
-    s.settimeout(1.0)
-    try:
-        refused += b"-32007" in s.recv(4096)
-    except TimeoutError:
-        pass
-print(refused)
-"""
-
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as uid 65534")
-def test_one_uid_gets_max_clients_per_user_and_root_is_still_served(make_daemon):
-    daemon = make_daemon('[daemon]\nsocket_group = "nogroup"\nmax_clients_per_user = 8\n',
-                         user_mode=False)  # fmt: skip
-    for path in (daemon.root.parent, daemon.root, daemon.socket.parent):
-        os.chmod(path, 0o755)
-    python = interpreter_for_others()
-    if python is None:
-        pytest.skip("no Python >= 3.11 that uid 65534 may run")
-    hog = subprocess.Popen([python, "-c", HOG, str(daemon.socket)], user=65534, group=65534,
-                           extra_groups=[], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        wait_for(lambda: daemon.call("daemon.ping"), what="root served")
-        out, _ = hog.communicate(timeout=60)
-    finally:
-        hog.kill()
-    assert int(out) == 22  # 30 - 8
-    mine = [raw_connection(daemon.socket) for _ in range(20)]  # root: no limit of its own
-    buf = bytearray()
-    assert ping_seconds(mine[-1], buf) < 5
+def test_one_uid_gets_max_clients_per_user_and_root_is_still_served(make_shared_daemon):
+    daemon = make_shared_daemon("max_clients_per_user = 8\n")
+    theirs = [connect_as(daemon.socket, 65534, 65534) for _ in range(30)]
+    answers = []
+    for sock in theirs:
+        with contextlib.suppress(BrokenPipeError):  # a refused one was closed after its line
+            sock.sendall(PING)
+        answers.append(read_line(sock, bytearray()))
+    assert sum("result" in a for a in answers) == 8
+    refused = [a for a in answers if "error" in a]
+    assert len(refused) == 22 and refused[0]["error"]["code"] == -32007
+    assert "max_clients_per_user" in refused[0]["error"]["data"]["hint"]
+    mine = [raw_connection(daemon.socket) for _ in range(40)]  # root: no limit of its own
+    assert all(ping_seconds(sock, bytearray()) < 5 for sock in mine)
 
 
 def test_idle_connections_are_closed_and_subscribers_kept(make_daemon):
@@ -315,3 +294,42 @@ def test_store_keeps_a_bounded_number_of_events_per_session(tmp_path: Path, monk
     kept = store.events(10_000, "s1")
     assert 50 <= len(kept) <= 60
     assert kept[-1]["time"] == 999.0
+
+
+def _keepers_of(daemon) -> list[int]:
+    """The log keeper the daemon started: its child running sessiond.logkeeper."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if b"sessiond.logkeeper" in argv and ppid == daemon.proc.pid:
+                found.append(int(entry))
+    return found
+
+
+def test_a_killed_log_keeper_is_replaced_and_the_agent_writes_on(daemon, short_tmp):
+    session = daemon.call("session.start", name="k")
+    counter = "import time\nfor i in range(10**6):\n    print(i, flush=True); time.sleep(0.02)"
+    daemon.call("agent.run", command=[sys.executable, "-c", counter], name="counter",
+                cwd=str(short_tmp))  # fmt: skip
+    log = daemon.state_dir / "logs" / session["id"] / "counter.log"
+
+    def last() -> int:
+        lines = log.read_text().split()
+        return int(lines[-1]) if lines else -1
+
+    wait_for(lambda: last() >= 5, what="the counter to print")
+    (keeper,) = wait_for(lambda: _keepers_of(daemon), what="the log keeper")
+    pid = agents_of(daemon)["counter"]["pid"]
+    os.kill(keeper, 9)
+    wait_for(lambda: (k := _keepers_of(daemon)) and k != [keeper], what="a new keeper")
+    reached = last()
+    wait_for(lambda: last() > reached + 20, what="the counter to print through the new keeper")
+    assert agents_of(daemon)["counter"]["pid"] == pid  # it never got EPIPE
+    assert "the log keeper (pid" in daemon.log()

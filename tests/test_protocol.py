@@ -94,11 +94,8 @@ def test_half_sent_line_is_cut_after_client_timeout(make_daemon):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as uid 65534")
-def test_max_clients_refuses_with_limit_reached_but_lets_root_in(make_daemon):
-    daemon = make_daemon('[daemon]\nsocket_group = "nogroup"\nmax_clients = 3\n',
-                         user_mode=False)  # fmt: skip
-    for path in (daemon.root.parent, daemon.root, daemon.socket.parent):
-        os.chmod(path, 0o755)
+def test_max_clients_refuses_with_limit_reached_but_lets_root_in(make_shared_daemon):
+    daemon = make_shared_daemon("max_clients = 3\n")
     held = [connect_as(daemon.socket, 65534, 65534) for _ in range(3)]
     for s in held:
         assert ask(s, bytearray(), PING)["id"] == 1
@@ -132,11 +129,8 @@ def test_user_mode_socket_is_private(daemon):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as uid 65534")
-def test_second_uid_observes_joins_but_cannot_stop(make_daemon):
-    daemon = make_daemon('[daemon]\nsocket_group = "nogroup"\nadmin_group = "root"\n',
-                         user_mode=False)  # fmt: skip
-    for path in (daemon.root.parent, daemon.root, daemon.socket.parent):
-        os.chmod(path, 0o755)
+def test_second_uid_observes_joins_but_cannot_stop(make_shared_daemon):
+    daemon = make_shared_daemon('admin_group = "root"\n')
     sock_stat = os.stat(daemon.socket)
     assert stat.S_IMODE(sock_stat.st_mode) == 0o660
     daemon.call("session.start", name="shared", tty="pts/1")
