@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from .config import AgentSpec, RestartPolicy
+from .config import AgentSpec, RestartPolicy, format_duration
 from .policy import backoff_delay
 from .session import REFUSE, STAY, Marker
 
@@ -135,7 +135,7 @@ class Verdict:
 
 def describe_exit(code: int | None) -> str:
     if code is None:
-        return "ended (status unknown to a restarted sessiond)"
+        return "ended; a restarted sessiond cannot know its status"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -160,7 +160,11 @@ def on_exit(exit: Exit, spec: AgentSpec, quick_exits: int) -> Verdict:
         return Verdict(V.EXIT_RESTART, error, 0.0, 0, f"{said}; restarting")
     quick = quick_exits + 1
     if quick > spec.max_restarts:
-        reason = f"{said} {quick} times in a row within {spec.min_uptime:g}s; giving up"
+        reason = (
+            f"{said} {quick} times in a row within {format_duration(spec.min_uptime)}; giving up"
+        )
         return Verdict(V.EXIT_FAILED, error, 0.0, quick, reason)
     delay = backoff_delay(quick, spec.backoff_initial, spec.backoff_max)
-    return Verdict(V.EXIT_RESTART, error, delay, quick, f"{said}; restarting in {delay:g}s")
+    return Verdict(
+        V.EXIT_RESTART, error, delay, quick, f"{said}; restarting in {format_duration(delay)}"
+    )

@@ -41,6 +41,10 @@ class Runner:
     home: str
     shell: str
 
+    def default_cwd(self) -> str:
+        """Its home directory when it exists, else / (SPEC §3): nobody's is /nonexistent."""
+        return self.home if os.path.isdir(self.home) else "/"
+
     @classmethod
     def for_peer(cls, peer: Peer) -> Runner:
         try:

@@ -132,7 +132,7 @@ def session_health(ctx: Ctx, name: str | None = None) -> Any:
     manager = ctx.daemon.manager
     if name is None or (manager.live and name in (manager.live.name, manager.live.id)):
         now = time.time()
-        errors = manager.team.error_count(manager.live, now) if manager.live else 0
+        errors = manager.live.error_count(now) if manager.live else 0
         return health(manager.live, name, now, errors)
     try:
         return health(manager.find(name), name, time.time())

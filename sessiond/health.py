@@ -38,14 +38,24 @@ def health(
     return _BY_STATE[session.state](session, now)
 
 
+def _last(s: Session) -> str:
+    """The last error, as a sentence: ' The last error: agent w: disk quota exceeded.'"""
+    last = s.last_error
+    if last is None:
+        return ""
+    who = f"agent {last.agent}" if last.agent else "an agent"
+    return f" The last error: {who}: {last.text.rstrip('.')}."
+
+
 def _errors(s: Session, count: int) -> dict[str, Any]:
     window = format_duration(s.settings.error_window)
+    agent = s.last_error.agent if s.last_error and s.last_error.agent else "AGENT"
     return _result(
         "error",
         f"Session {s.name} has {count} error{'s' if count != 1 else ''} in the last {window}; "
-        f"at {s.settings.error_threshold} its agents are stopped.",
-        "sessionc status  # which agent exits or reports errors",
-        "sessionc logs AGENT -n 50",
+        f"at {s.settings.error_threshold} its agents are stopped.{_last(s)}",
+        f"sessionc logs {agent} -n 50",
+        "sessionc events  # every error, with its text",
     )
 
 
@@ -90,7 +100,7 @@ def _disconnected(s: Session, now: float) -> dict[str, Any]:
     return _result(
         "disconnected",
         f"Session {s.name} hit {s.settings.error_threshold} errors "
-        f"within {window}; its agents were stopped.",
+        f"within {window}; its agents were stopped.{_last(s)}",
         "sessionc logs  # see what failed",
         "sessionc reconnect",
         f"sessionc stop {s.name}",

@@ -41,12 +41,14 @@ def setup(level: str) -> None:
 
 
 WARNING_KINDS = frozenset(
-    {"agent.failed", "network.down", "session.disconnected", "session.failed"}
+    {"agent.failed", "network.down", "session.disconnected", "session.failed", "session.error"}
 )
 
 
 def priority(event: dict[str, Any]) -> int:
     """The journal level of an event: warnings for failures and unexpected exits."""
     kind, data = event["kind"], event.get("data") or {}
-    crashed = kind in ("agent.backoff", "agent.exited") and data.get("exit_code") not in (None, 0)
+    crashed = kind in ("agent.backoff", "agent.restarting", "agent.exited") and data.get(
+        "exit_code"
+    ) not in (None, 0)
     return logging.WARNING if kind in WARNING_KINDS or crashed else NOTICE

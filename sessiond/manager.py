@@ -120,7 +120,9 @@ class Manager:
         if row is None:
             self.team.find_orphans()
             return
-        found = Session.from_row(row, self.store.participants(row["id"]))
+        since = row["errors_reset_at"] or 0.0
+        errors = tuple(self.store.error_times(row["id"], since))
+        found = Session.from_row(row, self.store.participants(row["id"]), errors)
         self._set_live(found)
         self.team.adopt(found)
         if found.state is State.STARTING:
@@ -337,6 +339,7 @@ class Manager:
             "session.reconnected",
             f"session {live.name} reconnected by {peer.user}",
             errors_reset_at=time.time(),
+            error_times=(),
         )
 
     def touch(self, name: str | None) -> Session:
@@ -406,8 +409,10 @@ class Manager:
             elif effect is Effect.RESTART_AGENTS:
                 team.restart_all(sid)
             elif effect is Effect.TERMINATE_AGENTS:
+                team.halt(sid)  # before the stop task runs: a crash being handled must not respawn
                 self.spawn(team.stop_all(sid, forget=False))
             elif effect is Effect.STOP_AGENTS and sid not in self._stopping:
+                team.halt(sid)
                 self._stopping[sid] = self.spawn(self._stop_agents(session))
             elif effect is Effect.RELEASE_LOCK:
                 self._hand_over()
@@ -552,6 +557,38 @@ class Manager:
         else:
             self._stop(live, f"stop_at {s.stop_at} reached")
 
+    def record_error(self, agent: str | None, text: str, message: str) -> None:
+        """One error of the live session, kept with its text (SPEC §2.3); at
+        error_threshold the session is disconnected. Counted even if the disk refuses it."""
+        live = self.live
+        assert live is not None
+        now, s = time.time(), live.settings
+        text, message = _clip(text), _clip(message)
+        became = live.with_error(agent, text, now)
+        count = became.error_count(now)
+        window = format_duration(s.error_window)
+        try:
+            with self.transaction():
+                self.store.add_error(live.id, now, agent, text)
+                self.store.save_session(became.to_row())
+                self._event(
+                    became,
+                    "session.error",
+                    f"session {live.name}: error {count} of {s.error_threshold} within "
+                    f"{window}: {message}",
+                    {"agent": agent, "text": text, "count": count},
+                )
+        except StorageError as exc:
+            log.error("%s; the error is counted but not stored: %s", exc.message, message)
+        self._set_live(became)
+        if count >= s.error_threshold and became.state in _DISCONNECTABLE:
+            try:
+                self.move(Event.ERROR_THRESHOLD, "session.disconnected",
+                          f"session {live.name} disconnected: {count} errors within {window}"
+                          f" (threshold {s.error_threshold}), the last: {message}")  # fmt: skip
+            except StorageError as exc:
+                log.error("%s; the session could not be disconnected", exc.message)
+
     def add_metrics(self, metrics: Mapping[str, float]) -> None:
         live = self.live
         assert live is not None
@@ -600,8 +637,7 @@ class Manager:
         """The session's wire form, with its agents and its error count."""
         found = session.to_wire()
         found["agents"] = self.team.wire(session)
-        found["errors"]["count"] = self.team.error_count(session, time.time()) if (
-            session.state.live) else 0  # fmt: skip
+        found["errors"]["count"] = session.error_count(time.time())
         return found
 
     def find(self, name_or_id: str) -> Session:
@@ -717,6 +753,14 @@ class Manager:
 
 
 _ACTIVITY = frozenset({Event.ACTIVITY, Event.RESUME, Event.RECONNECT, Event.LAUNCHED})
+_DISCONNECTABLE = (State.ACTIVE, State.IDLE, State.PAUSED, State.SUSPENDED)
+ERROR_TEXT_MAX = 2000  # characters of an error's text kept: a report may hold a megabyte
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
+
+
 # Moves that end a session go ahead on a full disk; their records are written later.
 _ENDINGS = frozenset({Event.STOP, Event.STOPPED, Event.EXPIRE, Event.LAUNCH_FAILED})
 

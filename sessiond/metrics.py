@@ -18,7 +18,7 @@ def report(manager: Manager) -> dict[str, Any]:
     found = {
         "sessions": by_state,
         "session": None if live is None else {"name": live.name, "state": live.state.value},
-        "errors": manager.team.error_count(live, time.time()) if live else 0,
+        "errors": live.error_count(time.time()) if live else 0,
         "restarts": sum(a["restarts"] for a in agents),
         "counters": dict(live.metrics) if live else {},
         "agents": [

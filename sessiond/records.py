@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from .config import NAME_RE, SessionSettings, session_settings_to_wire
 from .errors import InvalidParams
+from .policy import errors_in_window
 from .session import State
 
 
@@ -64,6 +65,18 @@ class Participant:
 
 
 @dataclass(frozen=True)
+class ErrorNote:
+    """The last error of a session: which agent, what it said, when (SPEC §2.3)."""
+
+    agent: str | None
+    text: str
+    at: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"agent": self.agent, "text": self.text, "at": rfc3339(self.at)}
+
+
+@dataclass(frozen=True)
 class Session:
     id: str
     name: str
@@ -79,13 +92,30 @@ class Session:
     close_reason: str | None = None
     pause_reason: str | None = None
     errors_reset_at: float | None = None
+    # The times of the errors that may still count, since the last reconnect: the
+    # session's own, so a new session starts with none (SPEC §2.3).
+    error_times: tuple[float, ...] = ()
+    last_error: ErrorNote | None = None
     participants: tuple[Participant, ...] = ()
     metrics: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     def participant_uids(self) -> frozenset[int]:
         return frozenset(p.who.uid for p in self.participants)
 
+    def error_count(self, now: float) -> int:
+        """Errors within error_window of `now` (none once the session has ended)."""
+        if not self.state.live:
+            return 0
+        return errors_in_window(list(self.error_times), now, self.settings.error_window)
+
+    def with_error(self, agent: str | None, text: str, now: float) -> Session:
+        """This session after one more error; times older than the window are forgotten."""
+        window = self.settings.error_window
+        kept = tuple(t for t in self.error_times if now - t < window)
+        return replace(self, error_times=(*kept, now), last_error=ErrorNote(agent, text, now))
+
     def to_row(self) -> dict[str, Any]:
+        last = self.last_error
         return {
             "id": self.id, "name": self.name, "state": self.state.value,
             "owner_uid": self.owner.uid, "owner_user": self.owner.user,
@@ -96,10 +126,16 @@ class Session:
             "last_activity": self.last_activity, "closed_at": self.closed_at,
             "close_reason": self.close_reason, "pause_reason": self.pause_reason,
             "errors_reset_at": self.errors_reset_at,
+            "last_error_agent": last.agent if last else None,
+            "last_error_text": last.text if last else None,
+            "last_error_at": last.at if last else None,
         }  # fmt: skip
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], participants: list[dict[str, Any]]) -> Session:
+    def from_row(
+        cls, row: Mapping[str, Any], participants: list[dict[str, Any]],
+        error_times: tuple[float, ...] = (),
+    ) -> Session:  # fmt: skip
         owner = Person(row["owner_uid"], row["owner_user"], row["owner_pid"], row["owner_tty"])
         people = tuple(
             Participant(Person(p["uid"], p["user"], p["pid"], p["tty"]), p["joined_at"])
@@ -111,7 +147,9 @@ class Session:
             last_activity=row["last_activity"], started_at=row["started_at"],
             template=row["template"], parent=row["parent"], closed_at=row["closed_at"],
             close_reason=row["close_reason"], pause_reason=row["pause_reason"],
-            errors_reset_at=row["errors_reset_at"],
+            errors_reset_at=row["errors_reset_at"], error_times=error_times,
+            last_error=None if row["last_error_at"] is None else ErrorNote(
+                row["last_error_agent"], row["last_error_text"], row["last_error_at"]),
             participants=people, metrics=MappingProxyType(row["metrics"]),
         )  # fmt: skip
 
@@ -130,7 +168,8 @@ class Session:
             "pause_reason": self.pause_reason,
             "participants": [p.to_wire() for p in self.participants],
             "agents": [],
-            "errors": {"count": 0, "threshold": s.error_threshold, "window": s.error_window},
+            "errors": {"count": 0, "threshold": s.error_threshold, "window": s.error_window,
+                       "last": self.last_error.to_wire() if self.last_error else None},
             "metrics": dict(self.metrics),
             "settings": session_settings_to_wire(s),
         }  # fmt: skip

@@ -116,6 +116,12 @@ MIGRATIONS: list[str] = [
     UPDATE checkpoints SET uid = (SELECT a.uid FROM agents a
         WHERE a.session_id = checkpoints.session_id AND a.name = checkpoints.agent);
     """,
+    # A session's last error, with its text (SPEC §2.3 errors.last).
+    """
+    ALTER TABLE sessions ADD COLUMN last_error_agent TEXT;
+    ALTER TABLE sessions ADD COLUMN last_error_text TEXT;
+    ALTER TABLE sessions ADD COLUMN last_error_at REAL;
+    """,
 ]
 CHECKPOINTS_KEPT = 10
 # A session keeps its newest EVENTS_KEPT events (the machine's own, too): a client
@@ -142,6 +148,10 @@ SESSION_COLUMNS = [
     "closed_at",
     "close_reason",
     "pause_reason",
+    "errors_reset_at",
+    "last_error_agent",
+    "last_error_text",
+    "last_error_at",
 ]
 
 

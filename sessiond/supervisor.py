@@ -35,9 +35,10 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 class SpawnError(Exception):
     """An agent's command could not be started; the message names both."""
 
-    def __init__(self, message: str, hint: str) -> None:
+    def __init__(self, message: str, hint: str, reason: str) -> None:
         super().__init__(message)
         self.hint = hint
+        self.reason = reason  # the message without "unable to start agent NAME: "
 
 
 class CwdRefused(OSError):
@@ -46,7 +47,7 @@ class CwdRefused(OSError):
 
 class Hooks(Protocol):
     def agent_changed(self, agent: Agent, kind: str, message: str) -> None: ...
-    def agent_error(self, agent: Agent, message: str) -> None: ...
+    def agent_error(self, agent: Agent, text: str) -> None: ...  # "exited with 1", …
 
 
 class Output(Protocol):
@@ -110,17 +111,21 @@ class Supervisor:
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             self.output.close(agent)
             agent.state = step(agent.state, AgentEvent.SPAWN_FAILED)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if isinstance(exc, CwdRefused):
-                user = user_name(agent.uid)
-                message = f"unable to start agent {agent.name}: {user} may not enter {agent.cwd}"
-                hint = f"run from a directory that {user} may enter, or pass another cwd"
-                message += f": {reason}"
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            # The kernel's errno does not say what was missing: the directory or the command.
+            entering = isinstance(exc, CwdRefused) or (
+                isinstance(exc, OSError) and exc.filename == agent.cwd
+            )
+            user = user_name(agent.uid)
+            if entering:
+                reason = f"{user} may not enter its directory {agent.cwd}: {why}"
+                hint = f"give the agent a cwd that {user} may enter"
             else:
-                message = f"unable to start agent {agent.name}: {agent.spec.command[0]}: {reason}"
+                reason = f"{agent.spec.command[0]}: {why} (run as {user})"
                 hint = "check the command name and that it is executable"
+            message = f"unable to start agent {agent.name}: {reason}"
             self.hooks.agent_changed(agent, "agent.failed", message)
-            raise SpawnError(message, hint) from None
+            raise SpawnError(message, hint, reason) from None
         pid = agent.popen.pid
         agent.pid, agent.start_ticks = pid, procs.start_time(pid)
         agent.started_mono, agent.started_at = time.monotonic(), time.time()
@@ -210,11 +215,12 @@ class Supervisor:
         agent.state = step(agent.state, verdict.event)
         if agent.ended is not None and not agent.ended.done():
             agent.ended.set_result(code)
-        self.hooks.agent_changed(
-            agent, f"agent.{agent.state.value}", f"agent {agent.name} {verdict.reason}"
-        )
+        at_once = verdict.event is AgentEvent.EXIT_RESTART and verdict.delay <= 0
+        kind = "agent.restarting" if at_once else f"agent.{agent.state.value}"
+        self.hooks.agent_changed(agent, kind, f"agent {agent.name} {verdict.reason}")
         if verdict.error:
-            self.hooks.agent_error(agent, f"agent {agent.name} {describe_exit(code)}")
+            self.hooks.agent_error(agent, describe_exit(code))
+        # Decided after the error counted: one that disconnected the session halted the agent.
         if verdict.event is AgentEvent.EXIT_RESTART and agent.state is AgentState.BACKOFF:
             self._schedule_restart(agent, verdict.delay)
 
@@ -233,7 +239,7 @@ class Supervisor:
         try:
             self.spawn(agent)
         except SpawnError as exc:
-            self.hooks.agent_error(agent, str(exc))
+            self.hooks.agent_error(agent, f"could not be started again: {exc.reason}")
 
     # -- control -------------------------------------------------------------
 
@@ -276,15 +282,18 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(agent.pid, sig)
 
-    async def stop(self, agent: Agent, census: procs.Census | None = None) -> None:
-        """SIGTERM to the agent's group and stragglers; SIGKILL after stop_timeout."""
+    def halt(self, agent: Agent) -> None:
+        """No restart from now on: a stop is coming. At once, so that no respawn slips in."""
         if agent.timer is not None:
             agent.timer.cancel()
             agent.timer = None
         if agent.state in (AgentState.BACKOFF, AgentState.STARTING):
             agent.state = step(agent.state, AgentEvent.STOP)
             self.hooks.agent_changed(agent, "agent.stopped", f"agent {agent.name} stopped")
-            return
+
+    async def stop(self, agent: Agent, census: procs.Census | None = None) -> None:
+        """SIGTERM to the agent's group and stragglers; SIGKILL after stop_timeout."""
+        self.halt(agent)
         if agent.pid is None or agent.state is AgentState.STOPPING:
             return
         agent.state = step(agent.state, AgentEvent.STOP)

@@ -41,7 +41,6 @@ from .errors import (
     PermissionDenied,
     StorageError,
 )
-from .policy import errors_in_window
 from .records import Session, rfc3339
 from .revive import Revival, revive_plan
 from .session import Event, State
@@ -67,7 +66,6 @@ class Team:
         daemon = manager.config.daemon
         self.keeper = logs.KeeperLink(crew.state_dir, daemon.log_max_bytes, daemon.log_files)
         self.logs = logs.Followers(self._lines, self._wanted)
-        self.error_times: list[float] = []
         self._dirty: dict[Agent, None] = {}
         self._pending_events: list[tuple[Agent, str, str]] = []
         self._flush_armed = False
@@ -108,39 +106,14 @@ class Team:
     def close(self, agent: Agent) -> None:
         self.keeper.release(_log_key(agent))
 
-    def agent_error(self, agent: Agent, message: str) -> None:
-        live = self.manager.live
-        if live is None or live.id != agent.session_id:
-            return
-        now = time.time()
-        # Counted now, even if the disk cannot take it; older than the window: forgotten.
-        window = live.settings.error_window
-        self.error_times = [t for t in self.error_times if now - t < window] + [now]
-        try:
-            with self.store.transaction():
-                self.store.add_error(live.id, now, agent.name, message)
-        except StorageError as exc:
-            log.error("%s; the error is counted but not stored", exc.message)
-        try:
-            self._check_threshold(live, now)
-        except StorageError as exc:
-            log.error("%s; the session could not be disconnected", exc.message)
+    def agent_error(self, agent: Agent, text: str) -> None:
+        """An unexpected exit (`text` says how): one error of the agent's session."""
+        self._error(agent, text, f"agent {agent.name} {text}")
 
-    def _check_threshold(self, live: Session, now: float) -> None:
-        s = live.settings
-        count = self.error_count(live, now)
-        if count >= s.error_threshold and live.state in (
-            State.ACTIVE,
-            State.IDLE,
-            State.PAUSED,
-            State.SUSPENDED,
-        ):
-            self.manager.move(
-                Event.ERROR_THRESHOLD,
-                "session.disconnected",
-                f"session {live.name} disconnected: {count} errors within "
-                f"{s.error_window:g}s (threshold {s.error_threshold})",
-            )
+    def _error(self, agent: Agent, text: str, message: str) -> None:
+        live = self.manager.live
+        if live is not None and live.id == agent.session_id:
+            self.manager.record_error(agent.name, text, message)
 
     def _flush(self) -> None:
         self._flush_armed = False
@@ -191,10 +164,6 @@ class Team:
 
     # -- the session's agents ------------------------------------------------
 
-    def error_count(self, session: Session, now: float) -> int:
-        since_reset = [t for t in self.error_times if t > (session.errors_reset_at or 0.0)]
-        return errors_in_window(since_reset, now, session.settings.error_window)
-
     def launch(
         self, session: Session, specs: list[AgentSpec], checkpoints: dict[str, Any]
     ) -> str | None:
@@ -209,7 +178,7 @@ class Team:
                 runner = Runner.for_user(spec.user) if spec.user else _owner_runner(session)
                 check_daemon_can_run_as(runner)
                 agents.append(self.crew.add(
-                    session, spec, runner=runner, cwd=spec.cwd or runner.home,
+                    session, spec, runner=runner, cwd=spec.cwd or runner.default_cwd(),
                     checkpoint=handed(checkpoints, spec.name, runner.uid),
                 ))  # fmt: skip
             self.save_now(agents)
@@ -228,7 +197,6 @@ class Team:
         again; one that died meanwhile is an exit under its restart policy; one a
         user stopped stays stopped; one stopped by our own shutdown starts again.
         """
-        self.error_times = self.store.error_times(live.id, live.errors_reset_at or 0.0)
         rows = self.store.agents(live.id)
         if rows:
             self.keeper.attach()  # its pipes: the adopted agents' output goes on being kept
@@ -319,7 +287,12 @@ class Team:
             try:
                 self.supervisor.start(agent)
             except SpawnError as exc:
-                self.agent_error(agent, str(exc))
+                self.agent_error(agent, f"could not be started: {exc.reason}")
+
+    def halt(self, session_id: str) -> None:
+        """No agent of this session restarts from now on: its agents are about to stop."""
+        for agent in self.crew.agents(session_id):
+            self.supervisor.halt(agent)
 
     async def stop_all(self, session_id: str, forget: bool) -> None:
         agents = self.crew.agents(session_id)
@@ -375,7 +348,7 @@ class Team:
             )
         runner = Runner.for_peer(peer)
         check_daemon_can_run_as(runner)
-        where = cwd or runner.home
+        where = cwd or runner.default_cwd()
         if not os.path.isabs(where):
             raise InvalidParams(
                 f"unable to run in {where}: not an absolute path", "pass cwd as an absolute path"
@@ -479,7 +452,7 @@ class Team:
         if metrics:
             self.manager.add_metrics(metrics)
         if error:
-            self.agent_error(agent, f"agent {agent.name} reported: {error}")
+            self._error(agent, error, f"agent {agent.name} reported: {error}")
         if activity and self.manager.live is not None:
             self.manager.move(Event.ACTIVITY, None, "")
 

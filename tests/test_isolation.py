@@ -171,7 +171,7 @@ def test_a_cwd_symlink_into_a_directory_the_caller_may_not_enter_is_refused(
     assert "result" not in reply, f"the agent started: {reply}"
     error = RemoteError.from_wire(reply["error"])
     assert error.code == INVALID_PARAMS
-    assert f"may not enter {link}: Permission denied" in error.message
+    assert f"may not enter its directory {link}: Permission denied" in error.message
     assert "peek" not in agents_of(daemon)
     assert marked_processes(daemon) == []
     # A symlink into a directory that nobody may enter is followed, as nobody.

@@ -16,7 +16,8 @@ def row(id_: str, state: str = "active", name: str = "n", created: float = 1.0) 
         "owner_pid": 42, "owner_tty": None, "template": None, "parent": None,
         "settings": {"timeout": 60.0}, "metrics": {}, "created_at": created,
         "started_at": created, "last_activity": created, "closed_at": None,
-        "close_reason": None, "pause_reason": None,
+        "close_reason": None, "pause_reason": None, "errors_reset_at": None,
+        "last_error_agent": None, "last_error_text": None, "last_error_at": None,
     }  # fmt: skip
 
 
