@@ -256,10 +256,7 @@ def report(res: dict) -> None:
     for key, value in res["machine"].items():
         print(f"{key:<9} {value}")
     print(f"mode      {'quick' if res['quick'] else 'full'}, {res['n']} agents\n")
-    rows = [("measure", "value", "target", ""), *table(res)]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    bench.print_table(table(res))
 
 
 def main() -> int:

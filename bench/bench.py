@@ -7,6 +7,7 @@ live in a short temp dir and are stopped by pid, also on error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import DEVNULL
 
@@ -105,8 +106,9 @@ class Daemon:
 class Rpc:
     """A raw blocking client: one request line, then one reply line."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, timeout: float | None = None) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)  # on every operation, connect included
         self.sock.connect(str(path))
         self.reader = self.sock.makefile("rb")
         self.next_id = 0
@@ -194,6 +196,56 @@ def proc_sample(pid: int) -> tuple[int, int, int]:
                 switches += int(line.split()[1])
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return switches, int(stat[11]) + int(stat[12]), len(tasks)
+
+
+def sample(pid: int) -> tuple[float, int]:
+    """(VmRSS MiB, open fds) of a process; ProcessLookupError once it is gone (or a zombie)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    kib = next((int(ln.split()[1]) for ln in status if ln.startswith("VmRSS:")), None)
+    if kib is None:
+        raise ProcessLookupError(f"pid {pid} has exited")
+    return kib / 1024, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def holders(path: Path) -> list[int]:
+    """Processes other than this one with their cwd or an open file under `path`."""
+    found, inside = [], (str(path), f"{path}/")
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            links = [os.readlink(p / "cwd")] + [os.readlink(f) for f in (p / "fd").iterdir()]
+        except OSError:  # gone, or not ours to look at
+            continue
+        if any(link == inside[0] or link.startswith(inside[1]) for link in links):
+            found.append(int(p.name))
+    return found
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, mib: int) -> Iterator[Path]:
+    """A size-limited tmpfs on `path` (root only), for what could fill a disk; unmounted after:
+    processes still holding it then (the daemon's children) get 5 s, then SIGKILL, by pid."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=0700", "tmpfs", str(path)],
+                   check=True)  # fmt: skip
+    try:
+        yield path
+    finally:
+        deadline = time.monotonic() + 5
+        while (left := holders(path)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in left:
+            print(f"tmpfs {path}: SIGKILL to pid {pid}, still holding it", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5  # closed sockets may keep it busy a moment longer
+        while subprocess.run(["umount", str(path)], stderr=DEVNULL).returncode != 0:
+            if time.monotonic() > deadline:
+                print(f"tmpfs {path}: busy; detached (umount -l)", file=sys.stderr)
+                subprocess.run(["umount", "-l", str(path)], check=True)
+                break
+            time.sleep(0.2)
 
 
 def bench_idle(pid: int, seconds: float) -> dict[str, float]:
@@ -290,14 +342,18 @@ def table(res: dict) -> list[tuple]:
 # fmt: on
 
 
+def print_table(rows: list[tuple], head: tuple = ("measure", "value", "target", "")) -> None:
+    rows = [head, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
 def report(res: dict) -> None:
     for key, value in res["machine"].items():
         print(f"{key:<9} {value}")
     print(f"mode      {'quick' if res['quick'] else 'full'}\n")
-    rows = [("measure", "value", "target", ""), *table(res)]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print_table(table(res))
     print("\nsessionc imports (-X importtime -m sessiond.cli), top 10 by cumulative time")
     print("(sessiond.cli itself runs as __main__, so its own compile time is not listed):")
     print(f"{'cumulative us':>14} {'self us':>9}  module")
@@ -308,11 +364,14 @@ def report(res: dict) -> None:
 def main_for(
     run_fn: Callable[[argparse.Namespace, Path], dict], report_fn: Callable[[dict], None],
     quick_help: str, prefix: str, doc: str | None,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:  # fmt: skip
-    """The command line every bench script shares: --quick, --json, a temp dir."""
+    """The command line every bench script shares: --quick, --json (and `options`), a temp dir."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    if options is not None:
+        options(parser)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     try:

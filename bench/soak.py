@@ -1,8 +1,10 @@
-"""sessiond soak test: mixed load, agent kills, daemon crashes, then invariants.
+"""sessiond soak test: mixed load, agent kills, daemon crashes, abusers, then invariants.
 
 `.venv/bin/python bench/soak.py [--minutes N] [--seed S] [--keep]`, from anywhere. Stdlib only;
-reuses bench.py's daemon and client and agents.py's marker scan. Prints figures and PASS/FAIL
-per invariant; exits 1 on any FAIL.
+reuses bench.py's daemon and client, agents.py's marker scan and abuse.py's abusers: a client
+that pipelines events.tail and never reads, a pinger, and (as root only: the state dir is then
+on a size-limited tmpfs that the script mounts) a `yes` agent in every session. Prints figures
+and PASS/FAIL per invariant; exits 1 on any FAIL.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import random
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import abuse
 import agents
 
 import bench
@@ -57,16 +61,19 @@ while True:
 CRASHER = "import random, sys, time; time.sleep(random.uniform(0.2, 2)); sys.exit(1)"
 ACTIONS = {"session.status": 30, "session.get": 10, "session.touch": 20, "session.join": 15,
            "session.start": 15, "session.stop": 1.2}  # fmt: skip
+RSS_BOUND_MIB, FDS_BOUND = 100, 128  # the daemon idles at ~35 MiB and ~20 fds
 
 
-def write_config(path: Path, reports: Path) -> None:
+def write_config(path: Path, reports: Path, flood: bool) -> None:
     crew: dict[str, dict] = {
         f"sleep{i}": {"command": ["/bin/sleep", "infinity"]} for i in (1, 2, 3)
     }
     crew["reporter"] = {"command": [bench.PY, "-c", REPORTER, str(reports)]}
     crew["crasher"] = {"command": [bench.PY, "-c", CRASHER], "backoff_initial": "0.5s",
                        "backoff_max": "4s", "max_restarts": 10000}  # fmt: skip
-    lines = ["[daemon]", 'on_shutdown = "stop"']
+    if flood:
+        crew["flood"] = {"command": abuse.YES}
+    lines = ["[daemon]", 'on_shutdown = "stop"', abuse.daemon_config()]
     for name, keys in crew.items():  # JSON strings, numbers and lists are TOML too
         lines.append(f"[agents.{name}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in {**keys, "stop_timeout": "2s"}.items()]
@@ -164,11 +171,35 @@ def killer(d: bench.Daemon, st: Stats, stop: threading.Event, seed: int, base: P
     conn.close()
 
 
-def sample(pid: int) -> tuple[float, int]:
-    """(VmRSS MiB, open fds) of the daemon."""
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    rss = next(int(ln.split()[1]) for ln in status if ln.startswith("VmRSS:")) / 1024
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+class Peaks:
+    """Every 0.5 s: the daemon's VmRSS and fds (peak per pid), and the flood agent's log files
+    (peak over every session's: bytes on disk, st_size)."""
+
+    def __init__(self, d: bench.Daemon) -> None:
+        self.d = d
+        self.daemon: dict[int, tuple[float, int]] = collections.defaultdict(lambda: (0.0, 0))
+        self.logs = (0, 0)
+
+    def loop(self, stop: threading.Event) -> None:
+        while not stop.wait(0.5):
+            with contextlib.suppress(OSError):  # between two daemons
+                pid = self.d.proc.pid  # type: ignore[union-attr]
+                rss, fds = bench.sample(pid)
+                self.daemon[pid] = max(self.daemon[pid][0], rss), max(self.daemon[pid][1], fds)
+            self.scan_logs()
+
+    def scan_logs(self) -> None:
+        for folder in (self.d.state / "logs").glob("*"):
+            disk, size = abuse.log_usage(folder, "flood")
+            self.logs = max(self.logs[0], disk), max(self.logs[1], size)
+
+
+def fresh_ping(d: bench.Daemon) -> float | None:
+    """ms for a daemon.ping on a new connection; None if not answered within 1 s."""
+    try:
+        return abuse.ping_ms(d, 1)
+    except abuse.Gone:
+        return None
 
 
 def drain(d: bench.Daemon, ready: threading.Event, done: threading.Event) -> None:
@@ -183,14 +214,22 @@ def drain(d: bench.Daemon, ready: threading.Event, done: threading.Event) -> Non
             return
 
 
-def start(d: bench.Daemon, ready: threading.Event, kill: signal.Signals | None = None) -> None:
-    """(Stop the running daemon with `kill`, then) start it and wait for READY=1."""
+def start(d: bench.Daemon, ready: threading.Event, kill: signal.Signals | None = None) -> bool:
+    """(Stop the running daemon with `kill`, then) start it and wait for READY=1.
+    False if the old one was still there 30 s after `kill` (it is then SIGKILLed)."""
+    exited = True
     if kill is not None and d.proc is not None:
         d.proc.send_signal(kill)
-        d.proc.wait(30)
+        try:
+            d.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            exited = False
+            d.proc.kill()
+            d.proc.wait()
     ready.clear()
     d._ready = lambda: ready.wait(0.2)  # type: ignore[method-assign] -- drain() reads the socket
     d.start()
+    return exited
 
 
 def ts(value: str | None) -> float | None:
@@ -222,13 +261,18 @@ def check_reports(reports: Path, hist: list[dict]) -> tuple[bool, str, collectio
     return not bad, "; ".join(bad[:5]) or f"{n} sessions: acked <= ticks <= sent", tally
 
 
-def run(args: argparse.Namespace, base: Path) -> bool:
+def run(args: argparse.Namespace, base: Path, fs: Path | None) -> bool:
+    """`fs`: a size-limited tmpfs for the state dir, and then a `yes` agent in every session."""
     (reports := base / "reports").mkdir()
     d = bench.Daemon(base, "s")
     d.config = base / "soak.toml"
-    write_config(d.config, reports)
+    if fs is not None:
+        d.state = fs / "s.state"
+    write_config(d.config, reports, fs is not None)
+    peaks = Peaks(d)
     st, stop, rng = Stats(), threading.Event(), random.Random(args.seed)
     lives: list[dict] = []
+    stuck: list[int] = []  # daemons still there 30 s after their signal
     checks: list[tuple[str, bool, str]] = []
     plan = ["kill -9"] * 3 + ["SIGTERM"]
     rng.shuffle(plan)
@@ -238,7 +282,8 @@ def run(args: argparse.Namespace, base: Path) -> bool:
         assert d.proc is not None
         pid = d.proc.pid
         time.sleep(2)  # warm-up
-        rss0, fd0 = sample(pid)
+        rss0, fd0 = bench.sample(pid)
+        ping0 = fresh_ping(d)
         peek = Conn(d.socket, Stats(), threading.Event(), 5)
         listed, status = peek.call("agent.list")[0], peek.call("session.status")[0]
         peek.close()
@@ -257,8 +302,11 @@ def run(args: argparse.Namespace, base: Path) -> bool:
                            f"marked pids {left or 'none'}"))  # fmt: skip
             ctl.close()
             time.sleep(1)
-        rss1, fd1 = sample(pid)
-        lives.append(dict(pid=pid, ended=ended, rss=(rss0, rss1), fds=(fd0, fd1), seen=seen))
+        rss1, fd1 = bench.sample(pid)
+        lives.append(dict(pid=pid, ended=ended, rss=(rss0, rss1), fds=(fd0, fd1), seen=seen,
+                          pings=(ping0, fresh_ping(d)),
+                          peak=(max(peaks.daemon[pid][0], rss0, rss1),
+                                max(peaks.daemon[pid][1], fd0, fd1))))  # fmt: skip
 
     ready, drained = threading.Event(), threading.Event()
     drainer = threading.Thread(target=drain, args=(d, ready, drained))
@@ -268,11 +316,16 @@ def run(args: argparse.Namespace, base: Path) -> bool:
         threads = [threading.Thread(target=client, args=(i, d, st, stop, args.seed))
                    for i in range(3)]  # fmt: skip
         threads.append(threading.Thread(target=killer, args=(d, st, stop, args.seed, base)))
+        threads.append(threading.Thread(target=peaks.loop, args=(stop,)))
+        pinger = abuse.Pinger(d.socket, every=0.1, halt=stop)
+        greedy = abuse.NonReader(d.socket, abuse.TAIL, halt=stop)  # never reads
+        threads += [pinger, greedy]
         for t in threads:
             t.start()
         for k, kind in enumerate(plan, 1):
             life(t0 + total * k / (len(plan) + 1), kind)
-            start(d, ready, signal.SIGKILL if kind == "kill -9" else signal.SIGTERM)
+            if not start(d, ready, signal.SIGKILL if kind == "kill -9" else signal.SIGTERM):
+                stuck.append(lives[-1]["pid"])
         life(t0 + total, "final SIGTERM", final=True)
         duration = time.monotonic() - t0
         ctl = Conn(d.socket, st, threading.Event())
@@ -302,11 +355,33 @@ def run(args: argparse.Namespace, base: Path) -> bool:
                        grow_rss <= 30 and grow_fd <= 20,
                        f"RSS {grow_rss:+.1f} MiB, fds {grow_fd:+d}"))  # fmt: skip
         checks.append(("5  PRAGMA integrity_check", integrity == [("ok",)], str(integrity)))
+        worst = max(lv["peak"][0] for lv in lives), max(lv["peak"][1] for lv in lives)
+        checks.append((f"6  under abuse: daemon RSS <= {RSS_BOUND_MIB} MiB, fds <= {FDS_BOUND}",
+                       worst[0] <= RSS_BOUND_MIB and worst[1] <= FDS_BOUND,
+                       f"peaks (0.5 s samples) {worst[0]:.1f} MiB, {worst[1]} fds"))  # fmt: skip
+        pinged = pinger.stop()
+        late = [lv["pid"] for lv in lives if None in lv["pings"]]
+        checks.append(("8  pings answered: none timed out, fresh ones in 1 s in every lifetime",
+                       not late and not pinged["timeouts"],
+                       f"{pinged['timeouts']} timed out (> 5 s); lifetimes with a fresh ping "
+                       f"unanswered in 1 s: {late or 'none'}"))  # fmt: skip
+        checks.append(("9  every daemon exited within 30 s of its signal", not stuck,
+                       f"SIGKILLed after 30 s: {stuck or 'none'}"))  # fmt: skip
+        if fs is not None:
+            peaks.scan_logs()
+            cap = abuse.LOG_MAX_BYTES * abuse.LOG_FILES + abuse.SLACK
+            checks.append(("7  flood agent logs <= log_max_bytes x log_files + 64 KiB",
+                           max(peaks.logs) <= cap,
+                           f"peak over sessions {peaks.logs[0] / 2**20:.2f} MiB on disk, "
+                           f"{peaks.logs[1] / 2**20:.2f} MiB st_size; "
+                           f"bound {cap / 2**20:.2f} MiB"))  # fmt: skip
     finally:
         stop.set()
         drained.set()
         drainer.join()
         d.stop()
+        if fs is not None and args.keep:  # the tmpfs goes: keep the store, not the logs
+            shutil.copytree(d.state, base / "s.state", ignore=shutil.ignore_patterns("logs"))
         for pid in agents.marked(base):  # only agents of this run's daemon
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -322,12 +397,17 @@ def run(args: argparse.Namespace, base: Path) -> bool:
     print(f"agent restarts seen {sum(st.restarts.values())}")
     rejected = ", ".join(f"{k[1:]} {v}" for k, v in tally.items() if k.startswith("e"))
     print(f"reports acked       {tally['a']} of {tally['s']} sent (rejected: {rejected or 'none'})")
-    print("daemon lifetimes    pid     ended by       RSS MiB start->end  fds      "
-          "after warm-up: agents listed / orphans / marked pids")  # fmt: skip
+    print(f"non-reading client  {greedy.sent} events.tail sent, {greedy.connections} connections")
+    print(f"pinger (every 0.1s) {abuse.pings(pinged)}")
+    flooding = f"`yes` in every session, state dir on a {args.tmpfs_mib} MiB tmpfs"
+    print(f"flooding agent      {flooding if fs else 'none: not root (no tmpfs for its logs)'}")
+    print("daemon lifetimes    pid     ended by       RSS MiB start->end  fds      peak RSS, fds"
+          "  fresh ping ms  after warm-up: agents listed / orphans / marked pids")  # fmt: skip
     for lv in lives:
         r, f, seen = lv["rss"], lv["fds"], " / ".join(map(str, lv["seen"]))
-        print(f"{'':20}{lv['pid']:<7} {lv['ended']:<14} {r[0]:6.1f} -> {r[1]:6.1f}"
-              f"    {f[0]:3d} -> {f[1]:3d}  {seen}")  # fmt: skip
+        pk, pg = lv["peak"], " / ".join("-" if v is None else f"{v:.1f}" for v in lv["pings"])
+        print(f"{'':20}{lv['pid']:<7} {lv['ended']:<14} {r[0]:6.1f} -> {r[1]:6.1f}    "
+              f"{f[0]:3d} -> {f[1]:3d}  {pk[0]:6.1f}, {pk[1]:3d}    {pg:<13}  {seen}")  # fmt: skip
     print()
     for name, ok, why in sorted(checks):
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {why}")
@@ -339,10 +419,16 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=2, help="load duration (default 2)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
+    parser.add_argument("--tmpfs-mib", type=int, default=512,
+                        help="size of the state dir's tmpfs, as root (default 512)")  # fmt: skip
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="sds.", dir="/tmp"))
+    flood = os.geteuid() == 0  # the flood's logs go to a tmpfs, which needs root to mount
+    if not flood:
+        print("soak: not root, so no flooding agent (its logs need a size-limited tmpfs)")
     try:
-        ok = run(args, base)
+        with bench.tmpfs(base / "fs", args.tmpfs_mib) if flood else contextlib.nullcontext() as fs:
+            ok = run(args, base, fs)
     finally:
         if args.keep:
             print(f"kept {base}")
