@@ -1,0 +1,77 @@
+"""An honest READY=1 (SPEC §8): sent with no start-up work left, so the first request costs
+what the next ones do; and start-up loads only what serving needs."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+import warnings
+
+import platformdirs
+import pytest
+
+from harness import DaemonProcess, raw_connection, read_line
+from sessiond import daemon as sessiond_daemon
+
+PING = b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}\n'
+
+
+def ping_ms(daemon: DaemonProcess) -> float:
+    """connect → reply of one daemon.ping on a fresh connection, as sessionc makes them."""
+    t = time.perf_counter()
+    sock = raw_connection(daemon.socket)
+    sock.sendall(PING)
+    reply = read_line(sock, bytearray())
+    sock.close()
+    assert reply is not None and reply["result"]["pid"] == daemon.proc.pid
+    return (time.perf_counter() - t) * 1000
+
+
+def test_the_first_request_after_ready_costs_what_the_next_do(daemon):
+    first = ping_ms(daemon)  # the harness returns as READY=1 arrives
+    median = statistics.median(ping_ms(daemon) for _ in range(20))
+    assert first < 10 * median + 50, f"first {first:.1f} ms, then a median of {median:.2f} ms"
+
+
+class ImportTraced(DaemonProcess):
+    """A daemon under `python -X importtime`: stderr (its log) names each module it imports
+    as the import ends, so the log read when READY=1 arrives lists what start-up loaded."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        at = cmd.index(sys.executable) + 1
+        return [*cmd[:at], "-X", "importtime", *cmd[at:]]
+
+
+def imported(log: str) -> set[str]:
+    return {line.rsplit("|", 1)[1].strip() for line in log.splitlines()
+            if line.startswith("import time:") and "|" in line}  # fmt: skip
+
+
+def test_at_ready_the_dispatcher_is_loaded_and_nothing_unused(short_tmp):
+    (short_tmp / "d").mkdir()
+    daemon = ImportTraced(short_tmp / "d")
+    try:
+        daemon.start()
+        loaded = imported(daemon.log())
+    finally:
+        daemon.stop()
+    assert {"sessiond.rpc", "jsonrpcserver", "jsonrpcserver.async_dispatcher"} <= loaded
+    # jsonrpcserver's jsonschema validator and HTTP server go unused; psutil waits for the
+    # first agent status, pyroute2 for a session that needs the network; platformdirs has a
+    # stdlib mirror for the daemon's paths.
+    unused = {"jsonschema", "http.server", "psutil", "pyroute2", "platformdirs"}
+    assert loaded & unused == set()
+
+
+@pytest.mark.parametrize("xdg", [None, "/somewhere/state", "relative/state", ""])
+def test_user_state_dir_matches_platformdirs(xdg, monkeypatch):
+    if xdg is None:
+        monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_STATE_HOME", xdg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = platformdirs.user_state_dir("sessiond")
+    assert sessiond_daemon.user_state_dir() == expected
