@@ -248,6 +248,7 @@ def agent_wire(agent: Agent, facts: Mapping[str, Any]) -> dict[str, Any]:
         "exit_code": agent.exit_code,
         "exit": describe_exit(agent.exit_code) if agent.exit_code is not None else None,
         "cpu_percent": facts.get("cpu_percent"),
+        "cpu_seconds": facts.get("cpu_seconds"),
         "rss": facts.get("rss"),
         "labels": list(agent.labels),
         "command": list(agent.spec.command),

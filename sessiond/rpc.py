@@ -3,17 +3,19 @@
 `METHODS` is the one list of what the daemon answers. Each entry names the
 least role that may call it and the params it takes with their JSON types;
 `dispatch()` checks both before the handler runs, so handlers receive
-well-typed keyword arguments and only raise `DomainError`s. `rpc.discover`
-renders the same table as an OpenRPC document.
+well-typed keyword arguments and only raise `DomainError`s. Each entry also
+names its result's shape (schemas.py) and the domain errors it may raise:
+`rpc.discover` renders the same table as an OpenRPC document.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from jsonrpcserver import JsonRpcError, Success
@@ -42,11 +44,21 @@ from .errors import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
+    AgentNotFound,
+    BadToken,
     DomainError,
     InvalidParams,
+    InvalidState,
+    LimitReached,
+    NoSession,
     PermissionDenied,
+    SessionActive,
+    SessionMismatch,
+    StorageError,
+    WaitTimeout,
 )
 from .handlers import (
+    TAIL_MAX_LINES,
     daemon_ping,
     events_tail,
     session_cleanup,
@@ -65,16 +77,25 @@ from .handlers import (
     session_touch,
     subscribe,
 )
+from .jsonrpc import (
+    JSON_TYPES,
+    REQUEST_HINT,
+    dumps,
+    invalid,
+    json_type,
+    not_a_request,
+    valid_one,
+    with_raw_ids,
+)
+from .schemas import AGENT, AGENTS, EMPTY, SESSION, Schema, array, document, ref
 
 if TYPE_CHECKING:
     from .daemon import Daemon
     from .server import Connection
 
 BATCH_MAX = 1000  # requests in one batch (SPEC §6)
-JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-    "object": (dict,), "array": (list,), "null": (type(None),),
-}  # fmt: skip
+TAIL_DEFAULTS = {"events.tail": 20, "logs.tail": 50}  # the handlers' default `lines`
+BATCH_LINES_MAX = 2 * TAIL_MAX_LINES  # a batch's tails in all; an export counts as one full
 
 
 @dataclass(frozen=True)
@@ -90,7 +111,7 @@ class Param:
         )
         if not ok:
             raise InvalidParams(
-                f"param '{self.name}' must be {' or '.join(self.types)}, not {_json_type(value)}",
+                f"param '{self.name}' must be {' or '.join(self.types)}, not {json_type(value)}",
                 "see 'rpc.discover' for every method's params",
             )
 
@@ -108,10 +129,19 @@ Handler = Callable[..., Any]  # a plain function, or a coroutine function that m
 
 @dataclass(frozen=True)
 class Method:
+    """One method: who may call it, what it takes, what it returns, how it fails.
+
+    `errors` are the domain errors its handler may raise; `all_errors` adds
+    those every call may get: -32602 for a bad param, and PERMISSION_DENIED
+    where the method needs more than the observer role.
+    """
+
     name: str
     handler: Handler
     role: Role
     params: tuple[Param, ...] = ()
+    result: Schema = field(default_factory=dict)  # {}: anything; each method names its own
+    errors: tuple[type[DomainError], ...] = ()
 
     @property
     def is_async(self) -> bool:
@@ -121,12 +151,11 @@ class Method:
     def summary(self) -> str:
         return (self.handler.__doc__ or "").strip().splitlines()[0]
 
-
-def _json_type(value: Any) -> str:
-    for name, types in JSON_TYPES.items():
-        if isinstance(value, types) and not (name != "boolean" and isinstance(value, bool)):
-            return name
-    return type(value).__name__
+    @property
+    def all_errors(self) -> tuple[type[DomainError], ...]:
+        needs_role = (PermissionDenied,) if self.role > Role.OBSERVER else ()
+        found = dict.fromkeys((*self.errors, *needs_role, InvalidParams))
+        return tuple(sorted(found, key=lambda e: -e.code))
 
 
 def P(name: str, *types: str, required: bool = False) -> Param:  # noqa: N802 -- reads as a table
@@ -139,77 +168,78 @@ SESSION_PARAMS = tuple(P(key, "string", "number", "null") for key in SESSION_KEY
 
 
 def rpc_discover(ctx: Ctx) -> dict[str, Any]:
-    """This document: every method with its params, as OpenRPC."""
+    """This document: every method with its params, result and errors, as OpenRPC."""
     return openrpc()
 
 
 ANYONE, PT, OW = Role.OBSERVER, Role.PARTICIPANT, Role.OWNER
 TOKEN = Role.OBSERVER  # whoever holds an agent's token, whatever its uid: checked by the handler
-AGENT = P("name", "string", required=True)
+AGENT_NAME = P("name", "string", required=True)
+# The domain errors of calls on the live session (manager.resolve and the state table).
+LIVE = (NoSession, SessionMismatch)
+MOVE = (*LIVE, InvalidState, StorageError)
+ON_AGENT = (NoSession, AgentNotFound)
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("daemon.ping", daemon_ping, ANYONE),
-    Method("rpc.discover", rpc_discover, ANYONE),
-    Method("session.status", session_status, ANYONE),
+    Method("daemon.ping", daemon_ping, ANYONE, result=ref("daemon")),
+    Method("rpc.discover", rpc_discover, ANYONE, result=ref("openrpc")),
+    Method("session.status", session_status, ANYONE, result=ref("status")),
     Method("session.start", session_start, ANYONE, (
         NAME, P("template", "string", "null"), P("from", "string", "null"),
-        P("wait", "number", "boolean", "null"), TTY, *SESSION_PARAMS)),
-    Method("session.join", session_join, ANYONE, (NAME, TTY)),
-    Method("session.leave", session_leave, ANYONE, (NAME, TTY)),
-    Method("session.stop", session_stop, OW, (NAME, P("reason", "string", "null"))),
-    Method("session.pause", session_pause, PT, (NAME, P("reason", "string", "null"))),
-    Method("session.resume", session_resume, PT, (NAME,)),
-    Method("session.reconnect", session_reconnect, OW, (NAME,)),
-    Method("session.touch", session_touch, PT, (NAME,)),
-    Method("session.health", session_health, ANYONE, (NAME,)),
-    Method("session.get", session_get, ANYONE, (P("name", "string", required=True),)),
+        P("wait", "number", "boolean", "null"), TTY, *SESSION_PARAMS), SESSION,
+        (SessionActive, WaitTimeout, NoSession, PermissionDenied, InvalidState, StorageError)),
+    Method("session.join", session_join, ANYONE, (NAME, TTY), SESSION, (*LIVE, StorageError)),
+    Method("session.leave", session_leave, ANYONE, (NAME, TTY), SESSION, MOVE),
+    Method("session.stop", session_stop, OW, (NAME, P("reason", "string", "null")), SESSION,
+           LIVE),
+    Method("session.pause", session_pause, PT, (NAME, P("reason", "string", "null")), SESSION,
+           MOVE),
+    Method("session.resume", session_resume, PT, (NAME,), SESSION, MOVE),
+    Method("session.reconnect", session_reconnect, OW, (NAME,), SESSION, MOVE),
+    Method("session.touch", session_touch, PT, (NAME,), SESSION, (*LIVE, StorageError)),
+    Method("session.health", session_health, ANYONE, (NAME,), ref("health")),
+    Method("session.get", session_get, ANYONE, (P("name", "string", required=True),), SESSION,
+           (NoSession,)),
     # Checked by the handler against the session exported, live or closed (SPEC §2.5).
-    Method("session.export", session_export, ANYONE, (P("name", "string", required=True),)),
+    Method("session.export", session_export, ANYONE, (P("name", "string", required=True),),
+           ref("export"), (NoSession, PermissionDenied)),
     Method("session.history", session_history, ANYONE,
-           (P("limit", "integer"), P("before", "string", "null"))),
-    Method("session.cleanup", session_cleanup, OW, (P("orphans_only", "boolean"),)),
+           (P("limit", "integer"), P("before", "string", "null")), array(SESSION)),
+    Method("session.cleanup", session_cleanup, OW, (P("orphans_only", "boolean"),),
+           ref("cleanup")),
     Method("events.tail", events_tail, ANYONE,
-           (P("lines", "integer"), P("session", "string", "null"))),
-    Method("subscribe", subscribe, ANYONE, (P("topics", "array", required=True),)),
-    Method("agent.list", agent_list, ANYONE),
+           (P("lines", "integer"), P("session", "string", "null")), array(ref("event")),
+           (NoSession,)),
+    Method("subscribe", subscribe, ANYONE, (P("topics", "array", required=True),),
+           ref("subscribed"), (*ON_AGENT, PermissionDenied)),
+    Method("agent.list", agent_list, ANYONE, result=AGENTS),
     Method("agent.run", agent_run, OW, (
         P("command", "array", required=True), NAME, P("cwd", "string", "null"),
         P("env", "object", "null"), P("restart", "string", "null"),
-        P("labels", "array", "null"), P("needs_network", "boolean"))),
-    Method("agent.start", agent_start, OW, (AGENT,)),
-    Method("agent.stop", agent_stop, OW, (AGENT,)),
-    Method("agent.restart", agent_restart, OW, (AGENT,)),
-    Method("agent.kill", agent_kill, OW, (AGENT, P("signal", "string", "integer", "null"))),
+        P("labels", "array", "null"), P("needs_network", "boolean")), AGENT,
+        (NoSession, InvalidState, LimitReached, StorageError)),
+    Method("agent.start", agent_start, OW, (AGENT_NAME,), AGENT, (*ON_AGENT, InvalidState)),
+    Method("agent.stop", agent_stop, OW, (AGENT_NAME,), AGENT, ON_AGENT),
+    Method("agent.restart", agent_restart, OW, (AGENT_NAME,), AGENT, (*ON_AGENT, InvalidState)),
+    Method("agent.kill", agent_kill, OW, (AGENT_NAME, P("signal", "string", "integer", "null")),
+           AGENT, (*ON_AGENT, InvalidState)),
     Method("agent.report", agent_report, TOKEN, (
         P("token", "string", required=True), P("metrics", "object", "null"),
-        P("error", "string", "null"), P("activity", "boolean"))),
+        P("error", "string", "null"), P("activity", "boolean")), EMPTY,
+        (BadToken, StorageError)),
     Method("agent.checkpoint", agent_checkpoint, TOKEN, (
         P("token", "string", required=True),
-        P("data", "object", "array", "string", "number", "boolean", "null", required=True))),
+        P("data", "object", "array", "string", "number", "boolean", "null", required=True)),
+        ref("checkpointed"), (BadToken, StorageError)),
     Method("logs.tail", logs_tail, PT,
-           (P("agent", "string", required=True), P("lines", "integer"))),
-    Method("metrics.get", metrics_get, ANYONE),
+           (P("agent", "string", required=True), P("lines", "integer")), ref("logs"), ON_AGENT),
+    Method("metrics.get", metrics_get, ANYONE, result=ref("metrics")),
 )}  # fmt: skip
 
 
+@functools.cache
 def openrpc() -> dict[str, Any]:
-    return {
-        "openrpc": "1.2.6",
-        "info": {"title": "sessiond", "version": __version__},
-        "methods": [
-            {
-                "name": m.name,
-                "summary": m.summary,
-                "x-role": m.role.name.lower(),
-                "paramStructure": "by-name",
-                "params": [
-                    {"name": p.name, "required": p.required, "schema": {"type": list(p.types)}}
-                    for p in m.params
-                ],
-                "result": {"name": "result", "schema": {}},
-            }
-            for m in METHODS.values()
-        ],
-    }
+    """The OpenRPC 1.2.6 document of METHODS: made once, the same for every caller."""
+    return document(__version__, METHODS.values())
 
 
 def _check_params(method: Method, params: dict[str, Any]) -> None:
@@ -249,7 +279,8 @@ def _role_hint(needed: Role, session: str | None) -> str:
 
 
 def _check_storable(name: str, value: Any) -> None:
-    """Refuse what the store and the wire cannot hold: lone surrogates, NaN and infinities."""
+    """Refuse what the store and the wire cannot hold: lone surrogates, NaN, infinities and
+    integers beyond SQLite's 64 bits."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -265,6 +296,11 @@ def _check_storable(name: str, value: Any) -> None:
                     f"param '{name}' holds {item}: numbers must be finite",
                     "send plain JSON numbers: no NaN, Infinity or values beyond 1.8e308",
                 )
+        elif isinstance(item, int) and not -(2**63) <= item < 2**63:
+            raise InvalidParams(
+                f"param '{name}' holds an integer of {item.bit_length()} bits: at most 64",
+                "send integers between -2**63 and 2**63-1",
+            )
         elif isinstance(item, dict):
             stack.extend(item)
             stack.extend(item.values())
@@ -333,41 +369,18 @@ _SYNC = {name: _sync(m) for name, m in METHODS.items() if not m.is_async}
 _ASYNC = {name: _async(m) for name, m in METHODS.items()}
 
 
-def _valid_one(r: Any) -> bool:
-    ident = r.get("id") if isinstance(r, dict) else None
-    return (
-        isinstance(r, dict) and r.get("jsonrpc") == "2.0" and isinstance(r.get("method"), str)
-        and isinstance(r.get("params", {}), dict | list)
-        and (ident is None or (isinstance(ident, str | int) and not isinstance(ident, bool)))
-    )  # fmt: skip
-
-
 def _valid_request(request: Any) -> Any:
     """A cheap structural check in place of jsonrpcserver's jsonschema validator."""
     items = request if isinstance(request, list) else [request]
-    if not items or not all(_valid_one(r) for r in items):
+    if not items or not all(valid_one(r) for r in items):
         raise ValueError("not a JSON-RPC 2.0 request")
     return request
-
-
-def _invalid(text: str, hint: str) -> dict[str, Any]:
-    error = {"code": INVALID_REQUEST, "message": "Invalid request",
-             "data": {"message": text, "hint": hint}}  # fmt: skip
-    return {"jsonrpc": "2.0", "error": error, "id": None}
-
-
-def _member_error(member: Any) -> dict[str, Any]:
-    return _invalid(
-        f"batch member is not a JSON-RPC 2.0 request: {json.dumps(member)[:200]}",
-        'each member needs {"jsonrpc": "2.0", "method": "…"}',
-    )
 
 
 # jsonrpcserver answers these itself with a bare string as `data`; give them our shape.
 _STANDARD = {
     PARSE_ERROR: ("the request is not valid JSON: {}", "send one JSON text per line"),
-    INVALID_REQUEST: ("the request is not JSON-RPC 2.0: {}",
-                      'send {"jsonrpc": "2.0", "method": "…", "params": {…}, "id": 1}'),
+    INVALID_REQUEST: ("the request is not JSON-RPC 2.0: {}", REQUEST_HINT),
     METHOD_NOT_FOUND: ("unknown method '{}'", "'rpc.discover' lists every method"),
     INTERNAL_ERROR: ("internal error: {}", "this is a bug in sessiond; the journal has details"),
 }  # fmt: skip
@@ -407,28 +420,70 @@ def _needs_waiting(request: Any) -> bool:
                for r in items)  # fmt: skip
 
 
+def _batch_lines(batch: list[Any]) -> int:
+    """How many lines a batch's tails ask for; an export counts as a whole tail."""
+    total = 0
+    for member in batch:
+        if not isinstance(member, dict):
+            continue
+        method, params = member.get("method"), member.get("params")
+        lines = params.get("lines") if isinstance(params, dict) else None
+        if method in TAIL_DEFAULTS:  # what the tail may return: 0 to TAIL_MAX_LINES
+            asked = lines if isinstance(lines, int) else TAIL_DEFAULTS[method]
+            total += min(max(asked, 0), TAIL_MAX_LINES)
+        elif method == "session.export":
+            total += TAIL_MAX_LINES
+    return total
+
+
 class _Prepared:
-    """A line parsed once: what jsonrpcserver gets, and a batch's invalid members' errors."""
+    """A line parsed once: what jsonrpcserver gets, and the errors of what is no request.
+
+    Whatever is not a request is answered here (jsonrpcserver would drop its id):
+    with its own id where one can be read, in a batch member by member.
+    """
 
     def __init__(self, line: str) -> None:
         parsed = _parse(line)
         self.errors: list[dict[str, Any]] = []
         self.refusal: dict[str, Any] | None = None
+        self.raw_ids = False
         if isinstance(parsed, list) and len(parsed) > BATCH_MAX:
             # Refused whole, before any member runs: its replies alone could take gigabytes.
-            self.refusal = _invalid(
+            self.refusal = invalid(
                 f"batch of {len(parsed)} requests: at most {BATCH_MAX} in one batch",
                 f"send batches of {BATCH_MAX} requests or fewer",
             )
             parsed = []
-        elif isinstance(parsed, list) and parsed:
-            # JSON-RPC 2.0 §6: an invalid member gets its own error; the others still run.
-            self.errors = [_member_error(r) for r in parsed if not _valid_one(r)]
-            parsed = [r for r in parsed if _valid_one(r)]
+        elif isinstance(parsed, list) and (weight := _batch_lines(parsed)) > BATCH_LINES_MAX:
+            # The limits multiply: 1,000 tails of 10,000 lines would be ten million lines.
+            self.refusal = invalid(
+                f"batch asks for {weight} lines of tails and exports: at most "
+                f"{BATCH_LINES_MAX} in one batch",
+                "send large tails and exports one request at a time",
+            )
+            parsed = []
+        elif not isinstance(parsed, _ParseFailure):
+            parsed, self.raw_ids = with_raw_ids(parsed, line)
+            parsed = self._sort(parsed)
         self.parsed = parsed
         self.loads: Callable[[str], Any] = (
             parsed if isinstance(parsed, _ParseFailure) else lambda _line: parsed
         )
+
+    def _sort(self, parsed: Any) -> Any:
+        """The requests to dispatch; the errors of the rest noted."""
+        if parsed == []:
+            self.refusal = invalid("an empty batch", f"a batch holds 1 to {BATCH_MAX} requests")
+        elif isinstance(parsed, list):
+            # JSON-RPC 2.0 §6: an invalid member gets its own error; the others still run.
+            self.errors = [not_a_request(r) for r in parsed if not valid_one(r)]
+            return [r for r in parsed if valid_one(r)]
+        elif not valid_one(parsed):
+            self.refusal = not_a_request(parsed)
+        else:
+            return parsed
+        return []
 
     @property
     def waits(self) -> bool:
@@ -440,10 +495,10 @@ class _Prepared:
 
     def reply(self, response: Any) -> str:
         if self.refusal is not None:
-            return json.dumps(self.refusal, separators=(",", ":"))
+            return dumps(self.refusal, self.raw_ids)
         if self.errors:
             response = [*(response or []), *self.errors]
-        return "" if response is None else json.dumps(response, separators=(",", ":"))
+        return "" if response is None else dumps(response, self.raw_ids)
 
 
 def answer_now(line: str, ctx: Ctx) -> str | None:

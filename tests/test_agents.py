@@ -209,7 +209,10 @@ def test_report_from_inside_an_agent_adds_metrics(daemon):
                         what="the reporter to exit")  # fmt: skip
     assert reporter["exit_code"] == 0
     prometheus = daemon.sessionc("metrics", "--prometheus").stdout
-    assert 'sessiond_reported_total{name="tokens"} 10' in prometheus
+    reported = [line for line in prometheus.splitlines()
+                if line.startswith("sessiond_reported_total{")]  # fmt: skip
+    assert len(reported) == 1 and reported[0].endswith(',name="tokens"} 10'), reported
+    assert 'session="s",' in reported[0]
 
 
 def test_a_wrong_token_is_refused(daemon):

@@ -282,6 +282,31 @@ class Line:
         return f"{self.kind} line {shown!r}{more}"
 
 
+def tail_lines(line: Line) -> int:
+    """The lines a batch's tails may return in all, an export counting 10,000 (SPEC §6)."""
+    total = 0
+    for member in json.loads(line.data):
+        params = member.get("params") if isinstance(member, dict) else None
+        method = member.get("method") if isinstance(member, dict) else None
+        lines = params.get("lines") if isinstance(params, dict) else None
+        if method in ("events.tail", "logs.tail"):
+            default = 20 if method == "events.tail" else 50
+            total += min(max(lines if isinstance(lines, int) else default, 0), 10_000)
+        elif method == "session.export":
+            total += 10_000
+    return total
+
+
+def readable_id(line: Line) -> Any:
+    """The id an invalid request's error must carry (SPEC §6): its own if it can be read."""
+    try:
+        obj = json.loads(line.data)
+    except ValueError:
+        return None
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    return rid if isinstance(rid, str | int | float) and not isinstance(rid, bool) else None
+
+
 class Maker:
     """Random lines from one random.Random: same seed, same lines."""
 
@@ -298,7 +323,9 @@ class Maker:
             return f"id-{self.next_id}-\u00e9", True
         if r < 0.9:
             return None, True
-        return self.rng.choice([1.5, [1], {"a": 1}, -0.0, 1e300, True]), False
+        if r < 0.95:  # any JSON number is an id (SPEC §6), echoed as sent
+            return self.rng.choice([1.5, -0.5, 1e300, 2.0]), True
+        return self.rng.choice([[1], {"a": 1}, True]), False
 
     # -- values ---------------------------------------------------------------
 
@@ -619,6 +646,10 @@ class Fuzz:
         if kind == "batch" and line.well_formed and not line.batch_ids:
             return  # a batch of notifications only: no reply
         r = self.reply(conn, line)
+        if kind == "batch" and tail_lines(line) > 20_000:
+            if not (isinstance(r, dict) and r.get("error", {}).get("code") == -32600):
+                self.fail(line, f"a batch asking for over 20,000 lines needs -32600: {r!r:.300}")
+            return
         if kind == "batch" and line.well_formed:
             if not isinstance(r, list):
                 self.fail(line, f"a batch with requests needs an array reply: {r!r:.300}")
@@ -635,9 +666,10 @@ class Fuzz:
             items = r if isinstance(r, list) else [r]
             for item in items:
                 self.check_response(item, line, line.methods if kind == "batch" else {})
-            invalid = [i for i in items if i["id"] is None]
+            answered = set(line.methods) if kind == "batch" else set()
+            invalid = [i for i in items if i["id"] is None or _key(i["id"]) not in answered]
             if not invalid or any(i.get("error", {}).get("code") != -32600 for i in invalid):
-                self.fail(line, f"each invalid batch member needs -32600, id null: {r!r:.300}")
+                self.fail(line, f"each invalid batch member needs -32600: {r!r:.300}")
             return
         self.check_response(r, line, line.methods)
         if kind == "request" and line.well_formed:
@@ -646,8 +678,8 @@ class Fuzz:
             return
         if kind == "request" and isinstance(line.rid, bool):
             return  # not a valid id; sessiond echoes it (true is an int to Python)
-        if "error" not in r or r["id"] is not None:
-            self.fail(line, f"malformed input needs an error with id null: {r!r:.300}")
+        if "error" not in r or r["id"] != readable_id(line):
+            self.fail(line, f"malformed input needs an error with its id, if readable: {r!r:.300}")
         code = r["error"]["code"]
         expected = {"raw": (-32700, -32600), "oversized": (-32600,)}.get(kind, (-32600,))
         if code not in expected:

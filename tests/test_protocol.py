@@ -156,3 +156,68 @@ def test_second_uid_observes_joins_but_cannot_stop(make_shared_daemon):
     assert daemon.sessionc("leave", **nobody).returncode == 0
     assert daemon.call("session.status")["session"]["participants"] == []
     assert daemon.sessionc("stop", "shared").returncode == 0
+
+
+# -- ids (SPEC §6: strings or any JSON numbers, echoed as sent) -----------------------------
+
+
+def ask_raw(sock, buffer: bytearray, line: bytes) -> bytes:
+    """The reply line as the daemon wrote it: an id's text is what is being tested."""
+    sock.sendall(line + b"\n")
+    while b"\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, "the daemon closed the connection"
+        buffer += chunk
+    end = buffer.index(b"\n")
+    raw = bytes(buffer[:end])
+    del buffer[: end + 1]
+    return raw
+
+
+@pytest.mark.parametrize("ident", [b"1.5", b"1.0", b"1e3", b"-2.50E+2", b"1E400", b"0.1"])
+def test_any_number_id_is_answered_with_the_same_text(daemon, ident):
+    sock, buf = raw_connection(daemon.socket), bytearray()
+    quick = ask_raw(sock, buf, b'{"jsonrpc":"2.0","id":' + ident + b',"method":"daemon.ping"}')
+    assert quick.endswith(b',"id":' + ident + b"}"), quick
+    assert json.loads(quick)["result"]["pid"] == daemon.proc.pid
+    # A method that waits takes the other path through the dispatcher; the same id comes back.
+    waited = ask_raw(sock, buf, b'{"jsonrpc":"2.0","id":' + ident + b',"method":"session.stop"}')
+    assert waited.endswith(b',"id":' + ident + b"}"), waited
+    assert json.loads(waited)["error"]["data"]["name"] == "NO_SESSION"
+
+
+def test_an_invalid_request_gets_its_error_with_its_id_if_it_can_be_read(daemon):
+    sock, buf = raw_connection(daemon.socket), bytearray()
+    cases = {
+        b'{"jsonrpc":"1.0","id":7,"method":"x"}': (b"7", "'jsonrpc'"),
+        b'{"jsonrpc":"2.0","id":"a","method":5}': (b'"a"', "'method'"),
+        b'{"jsonrpc":"2.0","id":2.50,"method":"daemon.ping","params":"x"}': (b"2.50", "'params'"),
+        b'{"id":1e3,"method":"daemon.ping"}': (b"1e3", "'jsonrpc'"),
+        b'{"jsonrpc":"2.0","id":true,"method":"daemon.ping"}': (b"null", "'id'"),
+        b'{"jsonrpc":"2.0","id":{"n":1},"method":"daemon.ping"}': (b"null", "'id'"),
+        b'"ping"': (b"null", "JSON object"),
+    }
+    for line, (ident, named) in cases.items():
+        raw = ask_raw(sock, buf, line)
+        assert raw.endswith(b',"id":' + ident + b"}"), (line, raw)
+        error = json.loads(raw)["error"]
+        assert error["code"] == -32600 and named in error["data"]["message"], (line, error)
+    assert ask(sock, buf, PING)["id"] == 1
+
+
+def test_a_batch_answers_each_member_with_its_own_id(daemon):
+    sock, buf = raw_connection(daemon.socket), bytearray()
+    batch = (b'[{"jsonrpc":"2.0","id":1e3,"method":"daemon.ping"},'
+             b'{"jsonrpc":"1.0","id":7,"method":"daemon.ping"},'
+             b'{"jsonrpc":"2.0","id":2.0,"method":"nope"},'
+             b'{"jsonrpc":"2.0","method":"daemon.ping"},'
+             b'5]')  # fmt: skip
+    raw = ask_raw(sock, buf, batch)
+    for ident in (b'"id":1e3}', b'"id":7}', b'"id":2.0}', b'"id":null}'):
+        assert raw.count(ident) == 1, (ident, raw)
+    replies = {json.dumps(r["id"]): r for r in json.loads(raw)}
+    assert replies["1000.0"]["result"]["pid"] == daemon.proc.pid
+    assert replies["7"]["error"]["code"] == -32600
+    assert replies["2.0"]["error"]["code"] == -32601
+    assert replies["null"]["error"]["code"] == -32600
+    assert len(replies) == 4  # the notification got no reply
