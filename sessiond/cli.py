@@ -28,14 +28,15 @@ import re
 import sys
 
 from sessiond import __version__
-from sessiond.client import Client
-from sessiond.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SessiondError
+from sessiond.client import Client, RemoteError
+from sessiond.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, NoSession, SessiondError
 from sessiond.paths import client_socket
 from sessiond.show import (
     UNIT_SECONDS,
     agent_lines,
     escape,
     event_line,
+    event_lines,
     fmt_relative,
     health_lines,
     history_lines,
@@ -61,37 +62,64 @@ else:
 STREAMED = object()  # returned by a follower, which printed everything itself
 EXIT_INTERRUPTED = 130
 EXIT_NOT_FOUND = 5
-RESERVED_SET_KEYS = {"name", "template", "from", "wait", "tty"}
+# config.SESSION_KEYS, in its order: what `start --set KEY=VALUE` may set. config.py is too
+# heavy for sessionc to import (dataclasses, pathlib, tomllib); a test keeps the two in step.
+SESSION_SET_KEYS = ("timeout", "idle_after", "error_threshold", "error_window", "max_agents",
+                    "max_duration", "stop_at")  # fmt: skip
+# start's params that are not settings, and what to give instead of `--set KEY=…`
+RESERVED_SET_KEYS = {"name": "start [NAME]", "template": "--template T", "from": "--from OLD",
+                     "wait": "--wait[=D]", "tty": "nothing: sessionc sends it"}  # fmt: skip
 _NUMBER = r"(\d+(?:\.\d+)?)"
 # The config's grammar (config._DURATION_RE), spaces between parts included: "1h 30m".
 _DURATION = r"\s*".join(f"(?:{_NUMBER}{unit})?" for unit in "dhms")  # re's cache compiles
+_DURATION_FORMS = "90s, 5m, 1h30m"
 _HHMM = r"([01]?\d|2[0-3]):[0-5]\d"
+# The first 8 hex digits of a session's id, as `history` shows it, or more of it.
+_ID_PREFIX = r"[0-9a-f]{8}[0-9a-f-]{0,27}"
+PREFIX_SEARCH = 1000  # sessions searched for an id prefix: all that `history -n 1000` can show
 
 
 class UsageError(SessiondError):
     exit_code = EXIT_USAGE
 
 
+class NotFound(SessiondError):
+    exit_code = EXIT_NOT_FOUND
+
+
+def close_match(word: str, words: Iterable[str]) -> str | None:
+    """The word of `words` most like `word`, if one is close: 'stauts' → 'status'."""
+    import difflib  # noqa: PLC0415 -- only a mistyped word needs it
+
+    found = difflib.get_close_matches(word, list(words), n=1)
+    return found[0] if found else None
+
+
 # ---------------------------------------------------------------- parsing
 
 
 def parse_duration(text: str) -> float:
-    """'90s', '5m', '1h30m', '2d' or plain seconds ('90', '1.5') → seconds."""
+    """'90s', '5m', '1h30m', '2d' or plain seconds ('90', '1.5') → seconds; never negative."""
     text = text.strip()
+    seconds = _seconds(text)
+    if seconds is not None and seconds < float("inf"):
+        return seconds
+    shown = f"{text or repr(text)} is not a duration like {_DURATION_FORMS}"
+    if seconds is not None:
+        raise ValueError(f"{shown}: too long")
+    if text.startswith("-") and _seconds(text[1:].strip()) is not None:
+        raise ValueError(f"{shown}: a duration is never negative")
+    raise ValueError(f"{shown} or plain seconds")
+
+
+def _seconds(text: str) -> float | None:
+    """The seconds in a duration as the config writes it; None if it is not one."""
+    if re.fullmatch(_NUMBER, text):
+        return float(text)
     match = re.fullmatch(_DURATION, text)
-    try:
-        seconds = float(text)
-    except ValueError:
-        if not text or match is None:
-            raise ValueError(
-                f"invalid duration {text!r}: use 90s, 5m, 1h30m or plain seconds"
-            ) from None
-        seconds = sum(
-            float(n) * unit for n, unit in zip(match.groups(), UNIT_SECONDS, strict=True) if n
-        )
-    if not 0 <= seconds < float("inf"):  # also NaN
-        raise ValueError(f"invalid duration {text!r}: must be a finite number, 0 or more")
-    return seconds
+    if not text or match is None:
+        return None
+    return sum(float(n) * unit for n, unit in zip(match.groups(), UNIT_SECONDS, strict=True) if n)
 
 
 def _argtype(check: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -132,7 +160,12 @@ def _setting(text: str) -> tuple[str, str]:
     key, value = _pair(text)
     key = key.replace("-", "_")  # --set idle-after=2m, like the option
     if key in RESERVED_SET_KEYS:
-        raise ValueError(f"{key!r} is not a [session] key: use its own option")
+        raise ValueError(f"{key} is not a [session] key: give {RESERVED_SET_KEYS[key]}")
+    if key not in SESSION_SET_KEYS:
+        guess = close_match(key, SESSION_SET_KEYS)
+        maybe = f"; did you mean {guess}?" if guess else ""
+        keys = ", ".join(SESSION_SET_KEYS)
+        raise ValueError(f"{key} is not a [session] key{maybe} (the keys: {keys})")
     return key, value
 
 
@@ -148,18 +181,35 @@ def _wait(text: str) -> float | bool:
     return True if text == "" else parse_duration(text)
 
 
-def rewrite_bare_wait(argv: list[str]) -> list[str]:
-    """Turn a bare `--wait` into `--wait=` (no limit), so `start --wait NAME` keeps NAME.
+def rewrite_argv(argv: list[str]) -> list[str]:
+    """The command line as argparse must see it for the duration options to read as meant.
 
-    `--wait 90s` keeps its duration. Only the part before `--` is touched: what
-    follows is an agent's command line.
+    A value that starts with '-' is joined to its option (`--timeout -1m` → `--timeout=-1m`):
+    argparse would take it for an option and say "expected one argument"; the duration check
+    then says what is wrong with it. A bare `--wait` becomes `--wait=` (no limit), so that
+    `start --wait NAME` keeps NAME; `--wait 90s` keeps its duration. Only the part before `--`
+    is touched: what follows is an agent's command line.
     """
     end = argv.index("--") if "--" in argv else len(argv)
+    head: list[str] = []
+    flags = duration_flags()
+    for arg in argv[:end]:
+        if head and head[-1] in flags and re.match(r"-[\d.]", arg):
+            head[-1] = f"{head[-1]}={arg}"
+        else:
+            head.append(arg)
     head = [
-        "--wait=" if arg == "--wait" and not _is_duration(argv[i + 1 : end][:1]) else arg
-        for i, arg in enumerate(argv[:end])
+        "--wait=" if arg == "--wait" and not _is_duration(head[i + 1 :][:1]) else arg
+        for i, arg in enumerate(head)
     ]
     return head + argv[end:]
+
+
+def duration_flags() -> set[str]:
+    """The options whose value is a duration, of any command: --timeout, --wait…"""
+    specs = [*GLOBAL_OPTIONS, *(spec for command in COMMANDS.values() for spec in command.args)]
+    durations = (DURATION["type"], WAIT_TYPE)
+    return {flag for flags, options in specs if options.get("type") in durations for flag in flags}
 
 
 def _is_duration(words: list[str]) -> bool:
@@ -218,7 +268,7 @@ def show_logs(result: Any, args: argparse.Namespace) -> None:
 
 def show_export(result: Any, args: argparse.Namespace) -> None:
     if args.output:
-        say(f"exported session {args.name} to {args.output}")
+        say(f"exported session {(result.get('session') or {}).get('name')} to {args.output}")
     else:
         print(json.dumps(result, indent=2))  # JSON: ASCII, its controls escaped
 
@@ -361,8 +411,45 @@ def do_logs(client: Client, args: argparse.Namespace) -> Any:
     return tails()[args.agent] if args.agent else tails()
 
 
+def call_for_session(client: Client, method: str, args: argparse.Namespace) -> Any:
+    """`method` (session.get, session.export) for NAME: a name, an id, or the start of an id
+    (the 8 hex digits that `history` shows); without NAME, the live session, else the latest."""
+    if args.name is None:
+        return client.call(method, {"name": default_session(client, args.command)})
+    try:
+        return client.call(method, {"name": args.name})
+    except RemoteError as exc:
+        if exc.code != NoSession.code or not re.fullmatch(_ID_PREFIX, args.name):
+            raise
+    return client.call(method, {"name": id_starting(client, args.name)})
+
+
+def default_session(client: Client, command: str) -> str:
+    """The id of the live session, else of the latest one."""
+    live = client.call("session.status").get("session")
+    latest = [live] if live else client.call("session.history", {"limit": 1})
+    if not latest:
+        raise NotFound(f"no session to {command}: none is live, and none is in the history",
+                       "start one: 'sessionc start [NAME]'")  # fmt: skip
+    return str(latest[0]["id"])
+
+
+def id_starting(client: Client, prefix: str) -> str:
+    """The one id, among the latest PREFIX_SEARCH sessions', that starts with `prefix`."""
+    sessions = client.call("session.history", {"limit": PREFIX_SEARCH})
+    found = {str(s["id"]): s.get("name") for s in sessions if str(s["id"]).startswith(prefix)}
+    if not found:
+        raise NotFound(f"no session named '{prefix}', nor one whose id starts with it",
+                       "'sessionc history' lists the sessions this daemon knows")  # fmt: skip
+    if len(found) > 1:
+        ids = ", ".join(f"{i} ({name})" for i, name in found.items())
+        raise UsageError(f"more than one session's id starts with {prefix}: {ids}",
+                         "give more of the id, or all of it")  # fmt: skip
+    return next(iter(found))
+
+
 def do_export(client: Client, args: argparse.Namespace) -> Any:
-    result = client.call("session.export", {"name": args.name})
+    result = call_for_session(client, "session.export", args)
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as file:
@@ -451,13 +538,14 @@ class Command:
 
 NAME = arg("name", metavar="NAME", nargs="?")
 DURATION = {"metavar": "D", "type": _argtype(parse_duration)}
+WAIT_TYPE = _argtype(_wait)
 COUNT = {"metavar": "N", "type": _argtype(_count)}
 FOLLOW = arg("-f", "--follow", action="store_true", help="then print new ones until Ctrl-C")
 GLOBAL_OPTIONS = (
     arg("--socket", metavar="PATH", default=None,
         help="the daemon's socket (default: $SESSIOND_SOCKET, the system one, the user one)"),
     arg("--json", action="store_true", default=False, help="print the result as JSON"),
-    arg("--rpc-timeout", metavar="SECONDS", type=_argtype(parse_duration), default=30.0,
+    arg("--rpc-timeout", metavar="SECONDS", type=DURATION["type"], default=30.0,
         help="give up on a reply after this long; 0 = never (default 30)"),
 )  # fmt: skip
 COMMANDS: dict[str, Command] = {
@@ -472,7 +560,7 @@ COMMANDS: dict[str, Command] = {
         arg("--stop-at", metavar="HH:MM", type=_argtype(_hhmm), help="close at HH:MM daily"),
         arg("--set", metavar="KEY=VALUE", dest="settings", action="append",
             type=_argtype(_setting), help="any [session] key, for this session"),
-        arg("--wait", metavar="D", nargs="?", const=True, type=_argtype(_wait),
+        arg("--wait", metavar="D", nargs="?", const=True, type=WAIT_TYPE,
             help="queue until the lock is free (for at most D)"),
         arg("--from", metavar="OLD", dest="from_", help="continue session OLD")),
         _start_status),
@@ -508,15 +596,16 @@ COMMANDS: dict[str, Command] = {
                                 arg("-n", dest="lines", help="the last N lines", **COUNT),
                                 FOLLOW)),
     "events": Command("show the event log", do_events,
-                      lambda r, a: echo(map(event_line, r)),
+                      lambda r, a: echo(event_lines(r)),
                       (arg("-n", dest="lines", help="the last N events", **COUNT), FOLLOW)),
     "history": Command("list past sessions, newest first", rpc("session.history", "limit"),
                        lambda r, a: echo(history_lines(r)),
                        (arg("-n", dest="limit", help="at most N sessions", **COUNT),)),
-    "show": Command("show one session, live or closed", rpc("session.get", "name"),
-                    lambda r, a: echo(session_lines(r)), (arg("name", metavar="NAME"),)),
+    "show": Command("show one session, live or closed",
+                    lambda client, args: call_for_session(client, "session.get", args),
+                    lambda r, a: echo(session_lines(r)), (NAME,)),
     "export": Command("export a session with its events, metrics and checkpoints",
-                      do_export, show_export, (arg("name", metavar="NAME"), arg(
+                      do_export, show_export, (NAME, arg(
                           "-o", metavar="FILE", dest="output", help="write it to FILE"))),
     "metrics": Command("show the daemon's metrics", rpc("metrics.get"), show_metrics,
                        (arg("--prometheus", action="store_true", help="as Prometheus text"),)),
@@ -533,7 +622,7 @@ COMMANDS: dict[str, Command] = {
                           do_completion, lambda r, a: print(r, end=""),  # not daemon text
                           (arg("shell", choices=["bash", "zsh"]),)),
     "__complete": Command("", do_complete, lambda r, a: echo(r),  # no help: hidden; for scripts
-                          (arg("kind", choices=["templates", "agents", "sessions"]),)),
+                          (arg("kind", choices=["templates", "agents", "sessions", "live"]),)),
 }  # fmt: skip
 
 EPILOG = """\
@@ -610,6 +699,29 @@ def parse_plain(argv: list[str]) -> Namespace | None:
     return Namespace(**values) if values["command"] else None
 
 
+def choice_error(value: str, choices: Iterable[str]) -> str:
+    """argparse's message for a word not among `choices`, with the closest one, if any, and
+    without the hidden commands: "invalid choice: 'stauts'; did you mean 'status'? (choose…)"."""
+    hidden = {name for name, command in COMMANDS.items() if not command.help}
+    shown = [str(choice) for choice in choices if choice not in hidden]
+    guess = close_match(value, shown)
+    maybe = f"; did you mean {guess!r}?" if guess else ""
+    return f"invalid choice: {value!r}{maybe} (choose from {', '.join(map(repr, shown))})"
+
+
+def parser_class() -> type[argparse.ArgumentParser]:
+    """argparse's parser, whose message for a bad choice is choice_error()'s."""
+    import argparse  # noqa: PLC0415 -- parse_plain does without
+
+    class Parser(argparse.ArgumentParser):
+        def _check_value(self, action: argparse.Action, value: Any) -> None:
+            # argparse's one check of `choices`, for commands too (the same from 3.11 to 3.14)
+            if action.choices is not None and value not in action.choices:
+                raise argparse.ArgumentError(action, choice_error(str(value), action.choices))
+
+    return Parser
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Global options work before and after the command: `sessionc status --json`.
 
@@ -624,7 +736,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         # argparse's, with the width that it would take by importing shutil, bz2 and lzma
         return lambda prog: kind(prog, width=terminal_columns() - 2)
 
-    parser = argparse.ArgumentParser(
+    parser = parser_class()(
         prog="sessionc",
         description="Talk to sessiond, the daemon that owns this machine's session lock.",
         epilog=EPILOG,
@@ -685,7 +797,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """sessionc's entry point: the exit status of SPEC §7."""
-    argv = rewrite_bare_wait(sys.argv[1:] if argv is None else argv)
+    argv = rewrite_argv(sys.argv[1:] if argv is None else argv)
     try:
         args = parse_plain(argv) or build_parser(command_word(argv)).parse_args(argv)
     except SystemExit as exc:  # argparse: usage errors (2), --help and --version (0)

@@ -13,6 +13,10 @@ loses nothing. Errors come back as exceptions:
         ├── Disconnected  the daemon closed the connection
         └── NoReply       no reply within the timeout
 
+The hints of the last three name what applies to the daemon's mode, as far as
+the socket tells it (`daemon_mode`): `systemctl status sessiond` for the system
+daemon, `systemctl --user …` or its stderr for a user daemon, both otherwise.
+
 This module must stay cheap to import: `sessionc` starts with it.
 """
 
@@ -26,17 +30,63 @@ import time
 from collections import deque
 from types import EllipsisType
 
+from sessiond import paths
 from sessiond.errors import EXIT_UNREACHABLE, SessiondError, exit_code_for
 
 TYPE_CHECKING = False  # typing and pathlib would cost every sessionc start milliseconds
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
     from typing import Any, Self
 
 START_HINT = (
     "start it with 'systemctl start sessiond' "
     "(or 'sessiond --user' for a daemon of your own), or pass --socket PATH"
 )
+# By the daemon's mode (daemon_mode): how to start it, and where it says what went wrong.
+START_HINTS = {
+    "system": START_HINT,
+    "user": "start yours with 'systemctl --user start sessiond' or 'sessiond --user' "
+    "('./dev run' in a clone), or the system one with 'systemctl start sessiond', "
+    "or pass --socket PATH",
+    None: START_HINT,
+}
+LOG_HINTS = {
+    "system": "'systemctl status sessiond' and 'journalctl -u sessiond'",
+    "user": "'systemctl --user status sessiond' and 'journalctl --user -u sessiond', "
+    "or the daemon's stderr if you started it yourself ('sessiond --user', './dev run')",
+    None: "'systemctl status sessiond' and 'journalctl -u sessiond' (with --user for a user "
+    "daemon), or the daemon's stderr if you started it yourself",
+}
+NO_XDG_HINT = (
+    "; XDG_RUNTIME_DIR is unset or unusable here, hence this fallback: a daemon started "
+    "where it is set listens in $XDG_RUNTIME_DIR/sessiond (set it alike, or pass --socket)"
+)
+
+
+def daemon_mode(path: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """'system' or 'user', the mode of the daemon at `path`, as far as sessionc can tell.
+
+    The default sockets tell (paths.client_socket's choices), and so does a socket
+    that root does not own: a system daemon's is root's. None for any other.
+    """
+    if path == paths.SYSTEM_SOCKET:
+        return "system"
+    # The suffix first: user_socket() may import tempfile (and shutil, bz2…) for its fallback.
+    if path.endswith(f"/{paths.APP}/{paths.SOCKET_NAME}") and path == paths.user_socket(environ):
+        return "user"
+    try:
+        return "user" if os.stat(path).st_uid != 0 else None
+    except OSError:
+        return None
+
+
+def start_hint(path: str, environ: Mapping[str, str] = os.environ) -> str:
+    """How to start the daemon that sessionc looked for at `path`."""
+    mode = daemon_mode(path, environ)
+    fallback = mode == "user" and os.path.dirname(path) == paths.fallback_runtime_dir(os.getuid())
+    return START_HINTS[mode] + (NO_XDG_HINT if fallback else "")
+
+
 STANDARD_NAMES = {
     -32700: "PARSE_ERROR",
     -32600: "INVALID_REQUEST",
@@ -102,29 +152,30 @@ class Unreachable(SessiondError):
 class Disconnected(Unreachable):
     def __init__(self, path: str | os.PathLike[str], midway: bool = False) -> None:
         reason = "the daemon closed it" + (" in the middle of a reply" if midway else "")
-        hint = "see 'systemctl status sessiond' and 'journalctl -u sessiond'"
+        hint = f"see {LOG_HINTS[daemon_mode(os.fspath(path))]}"
         super().__init__(path, reason, hint, verb="lost the connection to")
 
 
 class NoReply(Unreachable):
     def __init__(self, path: str | os.PathLike[str], seconds: float) -> None:
         reason = f"no reply within {seconds:g}s"
-        hint = "raise --rpc-timeout, or see 'journalctl -u sessiond' if the daemon is stuck"
+        logs = LOG_HINTS[daemon_mode(os.fspath(path))]
+        hint = f"if the daemon is stuck, see {logs}; else raise --rpc-timeout"
         super().__init__(path, reason, hint, verb="gave up on")
 
 
-def _connect_reason(exc: OSError) -> tuple[str, str]:
+def _connect_reason(exc: OSError, path: str) -> tuple[str, str]:
     """Turn a connect() failure into (reason, hint) a person can act on."""
     if isinstance(exc, FileNotFoundError):
-        return "no socket there (the daemon is not running?)", START_HINT
+        return "no socket there (the daemon is not running?)", start_hint(path)
     if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (a stale socket: the daemon is not running?)", START_HINT
+        return "connection refused (a stale socket: the daemon is not running?)", start_hint(path)
     if isinstance(exc, PermissionError):
         return "permission denied", (
             "ask an admin to add you to the daemon's socket group (default 'sessiond'), "
             "then log in again"
         )
-    return exc.strerror or str(exc), START_HINT
+    return exc.strerror or str(exc), start_hint(path)
 
 
 def _is_json(data: bytes) -> bool:
@@ -171,7 +222,7 @@ class Client:
             raise NoReply(self.path, self.timeout or 0) from None
         except OSError as exc:
             sock.close()
-            raise Unreachable(self.path, *_connect_reason(exc)) from None
+            raise Unreachable(self.path, *_connect_reason(exc, self.path)) from None
         self._sock = sock
         self._buf.clear()
         self._scanned = 0

@@ -17,7 +17,9 @@ or refuses. The scripts pass on a `--socket` given earlier on the line, and run
 the sessionc that is being completed (`~/bin/sessionc st<TAB>` asks that one).
 
 Templates are the configured ones, which `session.status` lists in its `daemon`
-object; sessions are the recent ones of `session.history`.
+object; sessions are the recent ones of `session.history`, and the live session
+is the one `session.status` names: `stop`, `join`, `pause` and `resume` act on
+it alone, so it is all they offer.
 
 This module is imported only by these two commands, never by `sessionc status`.
 """
@@ -47,18 +49,27 @@ class Source(enum.Enum):
     NOTHING = ""
     FILES = "files"
     COMMAND_LINE = "commands"  # a command, then its arguments (files)
-    TEMPLATES = "templates"  # from the daemon, like the two below
+    TEMPLATES = "templates"  # from the daemon, like the three below
     AGENTS = "agents"
     SESSIONS = "sessions"
+    LIVE = "live"  # the live session's name
 
 
-ASKED = (Source.TEMPLATES, Source.AGENTS, Source.SESSIONS)
+ASKED = (Source.TEMPLATES, Source.AGENTS, Source.SESSIONS, Source.LIVE)
+# What zsh shows above the names asked for
+ASKED_WHAT = {Source.TEMPLATES: "template", Source.AGENTS: "agent", Source.SESSIONS: "session",
+              Source.LIVE: "live session"}  # fmt: skip
 # (command, dest) → Source; command "*" for a global option. A positional `name`
-# of any other command is a session name.
+# of any other command names the live session (sessionc(1): "Where a command takes
+# [NAME], it acts on the live session").
 SOURCES = {
     ("*", "socket"): Source.FILES,
+    ("start", "name"): Source.SESSIONS,  # a new one; a closed session's name may be reused
     ("start", "template"): Source.TEMPLATES,
     ("start", "from_"): Source.SESSIONS,
+    ("health", "name"): Source.SESSIONS,
+    ("show", "name"): Source.SESSIONS,
+    ("export", "name"): Source.SESSIONS,
     ("agent", "name"): Source.AGENTS,
     ("logs", "agent"): Source.AGENTS,
     ("run", "cmdline"): Source.COMMAND_LINE,
@@ -84,7 +95,7 @@ class Param:
         self.repeats = options.get("action") == "append" or self.nargs in ("*", "+")
         found = SOURCES.get((command, self.dest)) or SOURCES.get(("*", self.dest))
         if found is None and not self.flags and self.dest == "name":
-            found = Source.SESSIONS
+            found = Source.LIVE
         self.source = found or Source.NOTHING
 
     @property
@@ -115,6 +126,9 @@ ASK: dict[str, Callable[[Client], list[str]]] = {
     Source.AGENTS.value: lambda client: _unique(client.call("agent.list"), "name"),
     Source.SESSIONS.value: lambda client: _unique(
         client.call("session.history", {"limit": HISTORY_LIMIT}), "name"
+    ),
+    Source.LIVE.value: lambda client: _unique(
+        [client.call("session.status").get("session")], "name"
     ),
     Source.TEMPLATES.value: lambda client: [
         str(name) for name in client.call("session.status")["daemon"].get("templates", [])
@@ -214,7 +228,7 @@ declare -gA _sessionc_values=(
 
 _sessionc_ask() {{  # KIND SOCKET: the daemon's names of KIND, one a line; nothing when it is down
     local prog=${{COMP_WORDS[0]}}
-    [[ $prog == "~/"* ]] && prog=$HOME/${{prog#"~/"}}
+    [[ $prog == \\~/* ]] && prog=$HOME/${{prog#\\~/}}
     type -P -- "$prog" >/dev/null 2>&1 || prog=sessionc
     "$prog" ${{2:+--socket "$2"}} {helper} "$1" 2>/dev/null
 }}
@@ -238,8 +252,8 @@ _sessionc_key() {{  # COMMAND OPTION: sets key to OPTION's _sessionc_values key,
 }}
 
 _sessionc() {{
-    local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}} prefix=
-    local cmd= socket= rest= key word n=0 i
+    local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}} prefix=''
+    local cmd='' socket='' rest='' key word n=0 i
     local -a words=()
     COMPREPLY=()
     # --opt=value is three words when '=' is in COMP_WORDBREAKS (the default), else one
@@ -253,7 +267,7 @@ _sessionc() {{
     for ((i = 1; i < COMP_CWORD; i++)); do
         word=${{COMP_WORDS[i]}}
         if [[ $word == = && ${{#words[@]}} -gt 0 && ${{words[-1]}} == --* ]]; then
-            words[-1]+==
+            words[-1]+='='
             ((i + 1 < COMP_CWORD)) && words[-1]+=${{COMP_WORDS[++i]}}
         else
             words+=("$word")
@@ -270,7 +284,7 @@ _sessionc() {{
         *) if [[ -z $cmd ]]; then cmd=$word; else n=$((n + 1)); fi ;;
         esac
     done
-    [[ $socket == "~/"* ]] && socket=$HOME/${{socket#"~/"}}
+    [[ $socket == \\~/* ]] && socket=$HOME/${{socket#\\~/}}
     if [[ -z $rest && ( -n $prefix || $prev == -* ) ]] && _sessionc_key "$cmd" "$prev"; then
         _sessionc_reply "${{_sessionc_values[$key]}}" "$cur" "$socket" "$prefix"
     elif [[ -z $rest && $cur == -* ]]; then
@@ -314,7 +328,7 @@ def zsh_action(p: Param) -> str:
 
 def zsh_argument(p: Param) -> str:
     """The ':message:action' part: what the value is and what completes it."""
-    message = p.source.value[:-1] if p.source in ASKED else p.metavar
+    message = ASKED_WHAT.get(p.source, p.metavar)
     return f":{zsh_escape(message, ':')}:{zsh_action(p)}"
 
 

@@ -48,6 +48,11 @@ def user_runtime_dir(environ: Mapping[str, str] = os.environ) -> str:
         return os.path.join(xdg, APP)
     if _usable_runtime_dir(f"/run/user/{uid}", uid, may_be_missing=False):
         return f"/run/user/{uid}/{APP}"
+    return fallback_runtime_dir(uid)
+
+
+def fallback_runtime_dir(uid: int) -> str:
+    """$TMPDIR/runtime-UID/sessiond: where neither $XDG_RUNTIME_DIR nor /run/user/UID will do."""
     import tempfile  # noqa: PLC0415 -- only this fallback needs it
 
     return os.path.join(tempfile.gettempdir(), f"runtime-{uid}", APP)

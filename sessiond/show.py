@@ -148,17 +148,22 @@ def fmt_person(who: dict[str, Any] | None) -> str:
     return f"{name} on {who['tty']}" if who.get("tty") else name
 
 
-def table(headers: list[str], rows: Iterable[list[str]]) -> list[str]:
-    """Columns aligned on the widest cell, two spaces apart, like `ps`.
+def columns(rows: Iterable[list[str]]) -> list[str]:
+    """Cells aligned on the widest of their column, two spaces apart, like `ps`.
 
     Cells are measured escaped, as they will be printed.
     """
-    rows = [headers, *([escape(cell) for cell in row] for row in rows)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
+    rows = [[escape(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+def table(headers: list[str], rows: Iterable[list[str]]) -> list[str]:
+    """A header line, then the rows, in aligned columns."""
+    return columns([headers, *rows])
 
 
 AGENT_HEADERS = ["AGENT", "PID", "STATE", "UPTIME", "MEM", "CPU%", "RESTARTS", "LAST-EXIT"]
@@ -222,6 +227,11 @@ def session_lines(session: dict[str, Any], now: float | None = None) -> list[str
     if errors:
         limit = f"{errors.get('threshold', '?')} in {fmt_duration(errors.get('window'))}"
         lines.append(_field("errors", f"{errors.get('count', 0)} of {limit}"))
+    if errors.get("last"):
+        last = errors["last"]
+        who = f"agent {last.get('agent')}" if last.get("agent") else "an agent"
+        lines.append(_field("last error", f"{who}, {fmt_relative(last.get('at'), now)}: "
+                            f"{last.get('text')}"))  # fmt: skip
     for key in ("pause_reason", "template", "parent"):
         if session.get(key):
             lines.append(_field(key.replace("_", " "), str(session[key])))
@@ -278,10 +288,25 @@ def history_lines(sessions: list[dict[str, Any]], now: float | None = None) -> l
     return table(headers, rows) if rows else ["no sessions yet"]
 
 
-def event_line(event: dict[str, Any]) -> str:
-    """'10:34:05  session.started    session nightly started by alice'."""
+# The longest event kind, session.disconnected: `events -f` pads each kind to it, so that
+# the lines that come later align with the ones before (a test holds the kinds to it).
+EVENT_KIND_WIDTH = 20
+
+
+def event_cells(event: dict[str, Any]) -> list[str]:
     clock = fmt_clock(event.get("time"), seconds=True)
-    return f"{clock}  {event.get('kind', '?'):<17} {event.get('message', '')}"
+    return [clock, str(event.get("kind", "?")), str(event.get("message", ""))]
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """'10:34:05  session.started       session nightly started by alice' (`events -f`)."""
+    clock, kind, message = map(escape, event_cells(event))
+    return f"{clock:<8}  {kind:<{EVENT_KIND_WIDTH}}  {message}".rstrip()
+
+
+def event_lines(events: list[dict[str, Any]]) -> list[str]:
+    """`events`: time, kind and message in columns as wide as their widest cell."""
+    return columns(map(event_cells, events))
 
 
 def log_line(entry: Any, prefix: bool = False) -> str:

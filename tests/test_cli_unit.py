@@ -13,9 +13,11 @@ import datetime
 import inspect
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,7 +45,7 @@ def stamp(offset: float) -> str:
 
 
 def parse(*argv: str) -> Any:
-    return cli.build_parser().parse_args(cli.rewrite_bare_wait(list(argv)))
+    return cli.build_parser().parse_args(cli.rewrite_argv(list(argv)))
 
 
 VALID_ARGV = [
@@ -74,7 +76,11 @@ VALID_ARGV = [
     ["events", "-n", "5", "-f"],
     ["history", "-n", "3"],
     ["show", "nightly"],
+    ["show"],
+    ["show", "1f0c2a1b"],
     ["export", "nightly", "-o", "out.json"],
+    ["export"],
+    ["export", "-o", "out.json"],
     ["metrics", "--prometheus"],
     ["cleanup", "--orphans-only"],
     ["report", "--metric", "tokens=1500", "--metric", "cost=0.5", "--error", "boom"],
@@ -105,7 +111,12 @@ USAGE_ERRORS = [
     ["run", "--restart", "sometimes", "--", "ls"],
     ["logs", "-n", "0"],
     ["history", "-n", "many"],
-    ["show"],
+    ["stauts"],
+    ["start", "--timeout", "-1m"],
+    ["start", "--timeout=-1m"],
+    ["start", "--wait", "-5m"],
+    ["start", "--set", "error_treshold=3"],
+    ["start", "--set", "template=backtest"],
     ["report", "--metric", "tokens=lots"],
     ["status", "--rpc-timeout", "soon"],
     ["leave", "nightly"],
@@ -151,6 +162,94 @@ def test_set_and_metric_values() -> None:
     assert args.settings == [("idle_after", "2m"), ("error_threshold", "3")]
     args = parse("report", "--metric", "tokens=1500", "--metric", "cost=0.025")
     assert args.metrics == [("tokens", 1500), ("cost", 0.025)]
+
+
+# ---------------------------------------------------------------- what a newcomer mistypes
+
+
+@pytest.mark.parametrize(
+    ("argv", "word", "guess"),
+    [(["stauts"], "stauts", "status"), (["--json", "agnets"], "agnets", "agents"),
+     (["histroy", "-n", "3"], "histroy", "history"), (["frobnicate"], "frobnicate", None),
+     (["__complet", "agents"], "__complet", "completion")],  # never the hidden __complete
+)  # fmt: skip
+def test_an_unknown_command_gets_a_guess_and_no_hidden_choice(
+    argv: list[str], word: str, guess: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: argument COMMAND: invalid choice: {word!r}" in err
+    assert "__complete" not in err  # hidden: never offered
+    assert ("did you mean" in err) == (guess is not None)
+    if guess:
+        assert f"did you mean {guess!r}?" in err
+    listed = err.partition("(choose from ")[2]
+    assert all(repr(name) in listed for name, c in cli.COMMANDS.items() if c.help)
+
+
+def test_choice_error_keeps_argparse_form() -> None:
+    assert cli.choice_error("sotp", ["status", "stop", "__complete"]) == (
+        "invalid choice: 'sotp'; did you mean 'stop'? (choose from 'status', 'stop')"
+    )
+    assert (
+        cli.choice_error("x", ["bash", "zsh"]) == "invalid choice: 'x' (choose from 'bash', 'zsh')"
+    )
+
+
+NEGATIVE = "-1m is not a duration like 90s, 5m, 1h30m: a duration is never negative"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["start", "--timeout", "-1m"], ["start", "--timeout=-1m"], ["start", "--idle-after", "-1m"],
+     ["start", "--max-duration", "-1m", "n"], ["start", "n", "--wait", "-1m"],
+     ["start", "--wait=-1m"], ["--rpc-timeout", "-1m", "status"], ["status", "--rpc-timeout=-1m"]],
+)  # fmt: skip
+def test_a_negative_duration_is_named_as_such(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    flag = next(word for word in argv if word.startswith("--")).partition("=")[0]
+    assert f"error: argument {flag}: {NEGATIVE}\n" in err
+    assert "expected one argument" not in err
+
+
+def test_rewrite_argv_joins_dash_values_to_duration_options_only() -> None:
+    rewrite = cli.rewrite_argv
+    assert rewrite(["start", "--timeout", "-1m", "n"]) == ["start", "--timeout=-1m", "n"]
+    assert rewrite(["start", "--wait", "-.5"]) == ["start", "--wait=-.5"]
+    assert rewrite(["start", "--wait", "-x"]) == ["start", "--wait=", "-x"]  # an option: bare
+    assert rewrite(["logs", "-n", "-3"]) == ["logs", "-n", "-3"]  # not a duration
+    assert rewrite(["start", "--timeout", "--json"]) == ["start", "--timeout", "--json"]
+    agent = ["run", "--", "sleep", "--timeout", "-1", "--wait"]
+    assert rewrite(agent) == agent  # an agent's command line is its own
+    assert cli.duration_flags() == {"--timeout", "--idle-after", "--max-duration", "--wait",
+                                    "--rpc-timeout"}  # fmt: skip
+
+
+def test_set_keys_are_the_session_keys_of_config() -> None:
+    """sessionc cannot import config.py (too heavy): its copy of the key list must keep up."""
+    assert tuple(config.SESSION_KEYS) == cli.SESSION_SET_KEYS
+    assert not set(cli.RESERVED_SET_KEYS) & set(config.SESSION_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("error_treshold=3", "error_treshold is not a [session] key; did you mean error_threshold?"),
+     ("idle-afer=2m", "idle_afer is not a [session] key; did you mean idle_after?"),
+     ("colour=red", "colour is not a [session] key ("),
+     ("template=backtest", "template is not a [session] key: give --template T"),
+     ("from=old", "from is not a [session] key: give --from OLD")],
+)  # fmt: skip
+def test_an_unknown_set_key_is_a_usage_error_listing_the_keys(
+    setting: str, expected: str, capsys: pytest.CaptureFixture[str], short_tmp: Path
+) -> None:
+    assert main(["--socket", str(short_tmp / "none.sock"), "start", "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert f"error: argument --set: {expected}" in err
+    if "give" not in expected:
+        assert f"(the keys: {', '.join(config.SESSION_KEYS)})" in err
 
 
 # ---------------------------------------------------------------- one subparser, or none
@@ -204,7 +303,7 @@ def test_main_parses_like_the_whole_tree(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One subparser (or parse_plain) gives what the whole tree gives, errors and help too."""
-    argv = cli.rewrite_bare_wait(argv)
+    argv = cli.rewrite_argv(argv)
     whole = outcome(lambda: cli.build_parser().parse_args(argv), capsys)
     command = cli.command_word(argv)
     assert outcome(lambda: cli.build_parser(command).parse_args(argv), capsys) == whole
@@ -324,13 +423,35 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "s", "5x", "1m1h", "-5", "nan", "inf", "5 m", "1e400"])
+@pytest.mark.parametrize(
+    "text", ["", "s", "5x", "1m1h", "-5", "nan", "inf", "5 m", "1e400", "1_0", ".5", "9" * 400]
+)
 def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="invalid duration"):
+    with pytest.raises(ValueError, match="is not a duration like 90s, 5m, 1h30m"):
         parse_duration(text)
 
 
-@pytest.mark.parametrize("text", ["90", "1.5", "1h 30m", "1d2h3m4s", "5 m", "1m1h", "", "-5"])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-1m", "-1m is not a duration like 90s, 5m, 1h30m: a duration is never negative"),
+        ("-5", "-5 is not a duration like 90s, 5m, 1h30m: a duration is never negative"),
+        ("soon", "soon is not a duration like 90s, 5m, 1h30m or plain seconds"),
+        ("-soon", "-soon is not a duration like 90s, 5m, 1h30m or plain seconds"),
+        ("", "'' is not a duration like 90s, 5m, 1h30m or plain seconds"),
+        ("9" * 400, "is not a duration like 90s, 5m, 1h30m: too long"),
+    ],
+)
+def test_parse_duration_says_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_duration(text)
+    assert str(caught.value).endswith(message)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["90", "1.5", "1h 30m", "1d2h3m4s", "5 m", "1m1h", "", "-5", "1e3", "1_000", ".5", " 7 "],
+)
 def test_cli_and_config_read_durations_alike(text: str) -> None:
     """sessionc keeps its own parser (config.py is too heavy to import): the two must agree."""
     try:
@@ -608,13 +729,41 @@ def test_history_health_events_and_tree() -> None:
         "  - sessionc reconnect",
     ]
     line = show.event_line({"time": stamp(0), "kind": "session.started", "message": "hi"})
-    assert line.endswith("  session.started   hi") and line[2] == ":" and line[5] == ":"
+    assert line.endswith("  session.started       hi") and line[2] == ":" and line[5] == ":"
     assert show.tree_lines({"sessions": {"active": 1}, "agents": [], "up": 2.5}) == [
         "sessions:",
         "  active: 1",
         "agents: none",
         "up: 2.5",
     ]
+
+
+EVENTS = [
+    {"time": stamp(0), "kind": "session.started", "message": "session n started by alice"},
+    {"time": stamp(1), "kind": "session.disconnected", "message": "session n disconnected"},
+    {"time": stamp(2), "kind": "agent.backoff", "message": "agent w exited with 3"},
+    {"time": None, "kind": "network.unwatched", "message": "no rtnetlink"},
+    {"time": stamp(3), "kind": "evil\x1b[2J", "message": "m"},
+]
+
+
+def test_events_are_in_columns() -> None:
+    """The messages start in one column, whatever the length of the kind (escaped) or time."""
+    for lines in (show.event_lines(EVENTS), [show.event_line(e) for e in EVENTS]):
+        starts = {line.index(e["message"]) for line, e in zip(lines, EVENTS, strict=True)}
+        kinds = {line.index(show.escape(e["kind"])) for line, e in zip(lines, EVENTS, strict=True)}
+        assert len(starts) == 1 and kinds == {10}, lines
+    widest = max(len(show.escape(e["kind"])) for e in EVENTS)
+    assert show.event_lines(EVENTS)[0].index("session n") == 10 + widest + 2
+    assert show.event_lines([]) == []
+
+
+def test_every_event_kind_fits_the_followed_column() -> None:
+    """`events -f` pads kinds to EVENT_KIND_WIDTH: no kind the daemon writes is longer."""
+    sources = "".join(path.read_text() for path in (REPO / "sessiond").glob("*.py"))
+    kinds = set(re.findall(r"[\"'](session|agent|network|daemon)(\.[a-z_]+)[\"']", sources))
+    assert ("session", ".disconnected") in kinds
+    assert max(len(area + rest) for area, rest in kinds) == show.EVENT_KIND_WIDTH
 
 
 # ---------------------------------------------------------------- escaping (SPEC §7)
@@ -809,6 +958,76 @@ def test_unreachable_exit_3_names_path_and_how_to_start(
     assert "connection refused" in err and json.loads(out)["error"]["exit_status"] == 3
 
 
+@pytest.fixture
+def xdg(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$XDG_RUNTIME_DIR, private, so that the user socket is XDG/sessiond/sessiond.sock."""
+    runtime = short_tmp / "xdg"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.delenv("SESSIOND_SOCKET", raising=False)
+    return runtime
+
+
+def test_daemon_mode_from_the_socket(xdg: Path, short_tmp: Path) -> None:
+    from sessiond import client, paths  # noqa: PLC0415
+
+    user = str(xdg / "sessiond" / "sessiond.sock")
+    assert paths.user_socket() == user
+    assert client.daemon_mode(user) == "user"
+    assert client.daemon_mode(paths.SYSTEM_SOCKET) == "system"
+    assert client.daemon_mode(str(short_tmp / "elsewhere.sock")) is None  # missing: cannot tell
+    theirs = short_tmp / "theirs.sock"  # a socket root does not own: a user daemon's
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(theirs))
+        if os.geteuid() == 0:
+            os.chown(theirs, 65534, -1)
+        assert client.daemon_mode(str(theirs)) == "user"
+
+
+@pytest.mark.parametrize(
+    ("make", "system", "user"),
+    [(Disconnected, "see 'systemctl status sessiond' and 'journalctl -u "
+      "sessiond'", "see 'systemctl --user status sessiond' and 'journalctl --user -u sessiond', "
+      "or the daemon's stderr if you started it yourself ('sessiond --user', './dev run')"),
+     (lambda path: NoReply(path, 1), "if the daemon is stuck, see 'systemctl status sessiond' and "
+      "'journalctl -u sessiond'; else raise --rpc-timeout", "if the daemon is stuck, see "
+      "'systemctl --user status sessiond' and 'journalctl --user -u sessiond', or the daemon's "
+      "stderr")],
+)  # fmt: skip
+def test_hints_name_the_commands_of_the_daemon_mode(
+    xdg: Path, make: Callable[[str], Unreachable], system: str, user: str
+) -> None:
+    from sessiond import paths  # noqa: PLC0415
+
+    assert make(paths.SYSTEM_SOCKET).hint.startswith(system)
+    hint = make(paths.user_socket()).hint
+    assert hint.startswith(user)
+    assert "'systemctl status" not in hint and "'journalctl -u" not in hint
+    other = make("/somewhere/else.sock").hint  # a socket that does not say: both
+    assert "journalctl -u sessiond" in other and "--user" in other and "stderr" in other
+
+
+def test_no_daemon_on_the_user_socket_says_how_to_start_one_of_your_own(
+    xdg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessiond import paths  # noqa: PLC0415
+
+    if os.path.exists(paths.SYSTEM_SOCKET):
+        pytest.skip("a system daemon runs here: sessionc would try its socket first")
+    assert main(["status"]) == 3
+    err = capsys.readouterr().err
+    assert f"sessiond at {xdg}/sessiond/sessiond.sock: no socket there" in err
+    assert "hint: start yours with 'systemctl --user start sessiond' or 'sessiond --user'" in err
+    assert "'systemctl start sessiond'" in err and "XDG_RUNTIME_DIR" not in err
+    monkeypatch.delenv("XDG_RUNTIME_DIR")  # and no /run/user/UID: the fallback in $TMPDIR
+    monkeypatch.setattr(paths, "_usable_runtime_dir", lambda *args, **kw: False)
+    monkeypatch.setattr(tempfile, "tempdir", str(xdg.parent))  # not /tmp: others' daemons run
+    assert main(["status"]) == 3
+    err = capsys.readouterr().err
+    assert f"sessiond at {paths.fallback_runtime_dir(os.getuid())}/sessiond.sock" in err
+    assert "XDG_RUNTIME_DIR is unset or unusable here, hence this fallback" in err
+
+
 # ---------------------------------------------------------------- commands on the fake
 
 
@@ -868,6 +1087,108 @@ def test_start_params(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "controlling_tty", lambda: None)
     assert run_cli(daemon, "join") == 0
     assert daemon.requests[1]["params"] == {}
+
+
+def error(request: dict[str, Any], code: int, name: str, message: str) -> bytes:
+    data = {"name": name, "message": message, "hint": "h"}
+    answer = {"jsonrpc": "2.0", "id": request["id"], "error": {"code": code, "message": message,
+              "data": data}}  # fmt: skip
+    return json.dumps(answer).encode() + b"\n"
+
+
+CLOSED = {**SESSION, "name": "old", "id": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+          "state": "closed", "agents": []}  # fmt: skip
+
+
+def sessions_daemon(fake: Any, live: dict[str, Any] | None, past: list[dict[str, Any]]) -> Any:
+    """A fake daemon that knows the sessions `live` and `past` (newest first), by name or id."""
+    known = ([live] if live else []) + past
+
+    def script(req: dict[str, Any]) -> list[bytes]:
+        method, params = req["method"], req["params"]
+        if method == "session.status":
+            return [reply(req, {"daemon": {}, "session": live, "orphans": []})]
+        if method == "session.history":
+            return [reply(req, known[: params.get("limit", 20)])]
+        found = [s for s in known if params["name"] in (s["name"], s["id"])]
+        if not found:
+            return [error(req, -32002, "NO_SESSION", f"no session named '{params['name']}'")]
+        return [reply(req, found[0] if method == "session.get" else {"session": found[0]})]
+
+    return fake(script)
+
+
+def asked(daemon: Any) -> list[tuple[str, Any]]:
+    return [(r["method"], r["params"]) for r in daemon.requests]
+
+
+def test_show_without_name_is_the_live_session(
+    fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon = sessions_daemon(fake, SESSION, [CLOSED])
+    assert run_cli(daemon, "show") == 0
+    assert capsys.readouterr().out.startswith("session:      nightly\n")
+    assert asked(daemon) == [("session.status", {}), ("session.get", {"name": SESSION["id"]})]
+
+
+def test_show_and_export_without_name_are_the_latest_session(
+    fake: Any, capsys: pytest.CaptureFixture[str], short_tmp: Path
+) -> None:
+    daemon = sessions_daemon(fake, None, [CLOSED, {**CLOSED, "name": "older", "id": "1" * 36}])
+    assert run_cli(daemon, "show") == 0
+    assert capsys.readouterr().out.startswith("session:      old\n")
+    assert asked(daemon)[1:] == [("session.history", {"limit": 1}),
+                                 ("session.get", {"name": CLOSED["id"]})]  # fmt: skip
+    out = short_tmp / "out.json"
+    assert run_cli(daemon, "export", "-o", str(out)) == 0
+    assert capsys.readouterr().out == f"exported session old to {out}\n"
+    assert json.loads(out.read_text())["session"]["id"] == CLOSED["id"]
+    assert asked(daemon)[-1] == ("session.export", {"name": CLOSED["id"]})
+
+
+def test_show_without_name_and_without_sessions_exits_5(
+    fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon = sessions_daemon(fake, None, [])
+    assert run_cli(daemon, "export") == 5
+    assert capsys.readouterr().err.startswith("sessionc: no session to export: none is live")
+
+
+@pytest.mark.parametrize("prefix", ["7c9e6679", "7c9e6679-7425", "7c9e6679-7425-40de-944b-e07fc1f"])
+def test_show_and_export_take_the_id_prefix_that_history_prints(
+    fake: Any, capsys: pytest.CaptureFixture[str], prefix: str
+) -> None:
+    daemon = sessions_daemon(fake, SESSION, [CLOSED])
+    assert show.history_lines([CLOSED])[1].split()[1] == "7c9e6679"
+    assert run_cli(daemon, "show", prefix) == 0
+    assert capsys.readouterr().out.startswith("session:      old\n")
+    assert asked(daemon) == [("session.get", {"name": prefix}),
+                             ("session.history", {"limit": cli.PREFIX_SEARCH}),
+                             ("session.get", {"name": CLOSED["id"]})]  # fmt: skip
+    assert run_cli(daemon, "--json", "export", prefix) == 0
+    assert json.loads(capsys.readouterr().out)["session"]["name"] == "old"
+
+
+def test_a_name_is_not_taken_for_a_prefix(fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon = sessions_daemon(fake, None, [CLOSED, {**CLOSED, "name": "7c9e6679", "id": "2" * 36}])
+    assert run_cli(daemon, "show", "7c9e6679") == 0  # the session of that name comes first
+    assert capsys.readouterr().out.startswith("session:      7c9e6679\n")
+    assert run_cli(daemon, "show", "nosuch") == 5  # not an id prefix: the daemon's own answer
+    assert capsys.readouterr().err == "sessionc: no session named 'nosuch'\nhint: h\n"
+    assert run_cli(daemon, "show", "7c9e667") == 5  # 7 digits: shorter than history shows
+    assert asked(daemon)[-1] == ("session.get", {"name": "7c9e667"})
+    assert run_cli(daemon, "show", "abcdef12") == 5
+    assert "nor one whose id starts with it" in capsys.readouterr().err
+
+
+def test_an_ambiguous_prefix_names_the_candidates(
+    fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    twin = {**CLOSED, "name": "twin", "id": CLOSED["id"][:9] + "0" * 27}
+    daemon = sessions_daemon(fake, None, [CLOSED, twin])
+    assert run_cli(daemon, "show", "7c9e6679") == 2
+    err = capsys.readouterr().err
+    assert f"{CLOSED['id']} (old), {twin['id']} (twin)" in err and "give more of the id" in err
 
 
 def test_run_sends_command_and_cwd_not_env(fake: Any) -> None:

@@ -31,6 +31,7 @@ from sessiond import cli, completion
 
 BASH = shutil.which("bash")
 ZSH = shutil.which("zsh")
+SHELLCHECK = shutil.which("shellcheck")
 needs_zsh = pytest.mark.skipif(
     ZSH is None, reason="zsh is not installed (./dev test installs it when run as root)"
 )
@@ -79,6 +80,21 @@ def live(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
     session = daemon.call("session.start", name="nightly", template="backtest")
     assert session["state"] == "active"
     return daemon
+
+
+@pytest.fixture
+def closed_and_live(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
+    """A daemon that knows the closed session `old` and the live `nightly`."""
+    daemon = make_daemon(CONFIG)
+    daemon.call("session.start", name="old")
+    daemon.call("session.stop", name="old")
+    assert daemon.call("session.start", name="nightly")["state"] == "active"
+    return daemon
+
+
+# Which session names a command's NAME offers: the live one where only it will do.
+LIVE_ONLY = ["stop", "join", "pause", "resume"]
+ANY_SESSION = ["show", "export", "health", "start --from"]
 
 
 # ---------------------------------------------------------------- bash
@@ -193,6 +209,33 @@ def test_bash_names_from_the_daemon(
     assert sorted(found) == sorted(agents)
 
 
+def test_bash_offers_only_the_live_session_where_only_it_will_do(
+    scripts: dict[str, Path], env: dict[str, str], closed_and_live: DaemonProcess
+) -> None:
+    sock, bash = closed_and_live.socket, scripts["bash"]
+    for command in LIVE_ONLY:
+        assert bash_complete(bash, f"sessionc --socket {sock} {command} ", env) == ["nightly"]
+    for command in ANY_SESSION:
+        found = bash_complete(bash, f"sessionc --socket {sock} {command} ", env)
+        assert sorted(found) == ["nightly", "old"], command
+    closed_and_live.call("session.stop")
+    assert bash_complete(bash, f"sessionc --socket {sock} stop ", env) == []  # none is live
+    assert sorted(bash_complete(bash, f"sessionc --socket {sock} show ", env)) == ["nightly", "old"]
+
+
+@pytest.mark.skipif(
+    SHELLCHECK is None,
+    reason="shellcheck is not installed (./dev test installs it when run as root: "
+    "apt-get install shellcheck)",
+)
+def test_bash_script_passes_shellcheck(scripts: dict[str, Path]) -> None:
+    """Every check, style included, on the script as `sessionc completion bash` prints it."""
+    assert SHELLCHECK is not None
+    done = subprocess.run([SHELLCHECK, "-s", "bash", "--severity=style", str(scripts["bash"])],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
 def test_bash_asks_the_sessionc_being_completed(
     scripts: dict[str, Path], env: dict[str, str], live: DaemonProcess, short_tmp: Path
 ) -> None:
@@ -280,9 +323,12 @@ def test_helper_prints_names_and_nothing_without_a_daemon(
     # Every configured template, also one no session was ever started from.
     assert live.sessionc("__complete", "templates").stdout.split() == ["backtest", "unused"]
     assert live.sessionc("__complete", "sessions").stdout.split() == ["nightly"]
+    assert live.sessionc("__complete", "live").stdout.split() == ["nightly"]
+    live.call("session.stop")
+    assert live.sessionc("__complete", "live").stdout == ""
     assert SESSIONC is not None
     nowhere = ["--socket", str(short_tmp / "none.sock")]
-    for kind in ("agents", "templates", "sessions"):
+    for kind in ("agents", "templates", "sessions", "live"):
         command = [SESSIONC, *nowhere, "__complete", kind]
         done = subprocess.run(command, capture_output=True, text=True, timeout=30)
         assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
@@ -439,6 +485,18 @@ def test_zsh_names_from_the_daemon(
     assert zsh_complete(zsh_setup, "sessionc agent restart ", env) == set()  # $SESSIOND_SOCKET
     found = zsh_complete(zsh_setup, "sessionc logs ", {**env, "SESSIOND_SOCKET": str(sock)})
     assert found == agents
+
+
+@needs_zsh
+def test_zsh_offers_only_the_live_session_where_only_it_will_do(
+    zsh_setup: Path, env: dict[str, str], closed_and_live: DaemonProcess
+) -> None:
+    sock = closed_and_live.socket
+    for command in LIVE_ONLY:
+        assert zsh_complete(zsh_setup, f"sessionc --socket {sock} {command} ", env) == {"nightly"}
+    for command in ANY_SESSION:
+        found = zsh_complete(zsh_setup, f"sessionc --socket {sock} {command} ", env)
+        assert found == {"nightly", "old"}, command
 
 
 @needs_zsh
