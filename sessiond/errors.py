@@ -134,6 +134,7 @@ class BadToken(DomainError):
 
 class StorageError(DomainError):
     code, name = -32010, "STORAGE_ERROR"
+    transient = True  # the disk (full, read-only): the same write may succeed later
 
 
 class InvalidParams(DomainError):

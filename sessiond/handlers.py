@@ -111,11 +111,11 @@ def session_resume(ctx: Ctx, name: str | None = None) -> Any:
     return _wire(ctx, ctx.daemon.manager.resume(ctx.peer, name))
 
 
-def session_reconnect(ctx: Ctx, name: str | None = None) -> Any:
+async def session_reconnect(ctx: Ctx, name: str | None = None) -> Any:
     """Bring a disconnected session back: reset its errors, start its agents.
 
     {"method": "session.reconnect"} — sessionc reconnect"""
-    return _wire(ctx, ctx.daemon.manager.reconnect(ctx.peer, name))
+    return _wire(ctx, await ctx.daemon.manager.reconnect(ctx.peer, name))
 
 
 def session_touch(ctx: Ctx, name: str | None = None) -> Any:

@@ -8,7 +8,7 @@ file is rotated before a write would take it past `max_bytes`, so an agent's
 logs never take more than max_bytes * files on disk, and a rotation costs
 three renames whatever the size. An agent that writes faster than the disk
 takes fills its pipe and is slowed by the kernel, as under s6-log or
-journald. Lines are dropped (oldest first, counted, said once) only when the
+journald. New output is dropped (counted, and said once) only while the
 filesystem is nearly full, so that logs never take the store's last space.
 
 The keeper and the daemon each hold the read end of every pipe, so that an
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -155,6 +156,8 @@ class Keeper:
         self.daemon = None
 
     def _message(self, conn: socket.socket) -> None:
+        if conn is not self.daemon:  # the old daemon's, in the round a new one came in
+            return
         try:
             data, fds, _flags, _addr = socket.recv_fds(conn, PACKET_MAX, 1)
         except OSError:
@@ -168,6 +171,8 @@ class Keeper:
         op = message.get("op")
         if op == "keep" and fds:
             self._keep(message, fds[0])
+        elif op == "keep":  # its pipe did not come: no fd left here (RLIMIT_NOFILE)
+            say(3, f"unable to keep the log of {message.get('key')}: its pipe was not received")
         elif op == "limits":
             for log in self.logs.values():
                 log.max_bytes, log.files = message["max_bytes"], message["files"]
@@ -226,6 +231,8 @@ def say(priority: int, text: str) -> None:
 def main() -> int:
     """python -m sessiond.logkeeper FD: serve the listening socket inherited as FD."""
     listener = socket.socket(fileno=int(sys.argv[1]))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # three fds an agent, here
     os.nice(10)  # a flood of output must lose to the daemon's answers, not the other way
     try:
         Keeper(listener).run()

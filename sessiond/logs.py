@@ -25,7 +25,9 @@ import ctypes
 import json
 import logging
 import os
+import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -40,10 +42,12 @@ TAIL_MAX_BYTES = 4 << 20  # a logs.tail reads at most this much, whatever it ask
 BLOCK = 64 * 1024
 FOLLOW_PACE = 0.1  # seconds between two reads of a followed log
 FOLLOW_MAX_BYTES = 256 * 1024  # read at most this much of a followed log at a time
-FOLLOW_MAX_LINES = 1000  # and send at most this many lines of it
+FOLLOW_MAX_LINES = 200  # and send at most this many lines of it: a person reads fewer
 KEEPER_TIMEOUT = 5.0  # seconds the daemon waits on the keeper's socket, at most
+KEEPER_RETRY = 1.0  # seconds between two tries to start a keeper that could not start
 
-IN_MODIFY, IN_CREATE, IN_MOVED_TO = 0x2, 0x100, 0x80
+IN_MODIFY, IN_MOVE_SELF, IN_DELETE_SELF = 0x2, 0x800, 0x400
+_EVENT = struct.Struct("iIII")  # struct inotify_event, before its name
 
 
 def tail(path: Path, count: int, rotated: int = 3) -> list[str]:
@@ -80,9 +84,12 @@ def _last_lines(path: Path, count: int, budget: int) -> tuple[list[str], int]:
 class KeeperLink:
     """The daemon's end of the log keeper: pipes out, a keeper always there."""
 
-    def __init__(self, state_dir: Path, max_bytes: int, files: int) -> None:
+    def __init__(
+        self, state_dir: Path, max_bytes: int, files: int, known: Callable[[], set[str]]
+    ) -> None:
         self.path = state_dir / SOCKET_NAME
         self.max_bytes, self.files = max_bytes, files
+        self.known = known  # the keys of the agents the daemon knows: their pipes are kept
         self.sock: socket.socket | None = None
         self.held: dict[str, list[tuple[int, str]]] = {}  # key -> our read ends, their paths
         self.pid: int | None = None  # the keeper's, once known
@@ -106,6 +113,9 @@ class KeeperLink:
             log.warning("the log keeper did not hand its pipes over (%s): starting another", exc)
             self._lost()
             return
+        known = self.known()
+        for key in [k for k in self.held if k not in known]:
+            self.release(key)  # an orphan's: the keeper drains it, we need not hold it
         self._watch()
 
     def pipe(self, key: str, path: Path) -> int:
@@ -157,9 +167,12 @@ class KeeperLink:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         sock.settimeout(KEEPER_TIMEOUT)
         sock.connect(str(self.path))
+        # -P and cwd /: the daemon may have been started anywhere, and -m would put
+        # that directory first on the keeper's import path (root importing what is there).
         keeper = subprocess.Popen(
-            [sys.executable, "-m", "sessiond.logkeeper", str(listener.fileno())],
+            [sys.executable, "-P", "-m", "sessiond.logkeeper", str(listener.fileno())],
             stdin=subprocess.DEVNULL, pass_fds=(listener.fileno(),), start_new_session=True,
+            cwd="/",
         )  # fmt: skip
         listener.close()
         self.sock, self.pid = sock, keeper.pid
@@ -201,8 +214,17 @@ class KeeperLink:
             self._lost()
 
     def _lost(self) -> None:
+        """The keeper ended or stopped answering: end it for sure, start another."""
         self._disconnect()
-        self._start()
+        if self.pid is not None and _is_keeper(self.pid):
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)  # a wedged one must not write beside the next
+        try:
+            self._start()
+        except OSError as exc:
+            log.error("unable to start the log keeper: %s; trying again in %gs", exc,
+                      KEEPER_RETRY)  # fmt: skip
+            asyncio.get_running_loop().call_later(KEEPER_RETRY, self._lost)
 
     def _send_keep(self, key: str, path: str, fd: int) -> None:
         message = {"op": "keep", "key": key, "path": path,
@@ -225,46 +247,24 @@ class KeeperLink:
 class Follower:
     """New lines of one agent's log, for its subscribers; paced and bounded."""
 
-    def __init__(self, key: str, path: Path, send: Callable[[str, list[str]], None]) -> None:
-        self.key, self.path, self.send = key, path, send
+    def __init__(self, key: str, path: Path) -> None:
+        self.key, self.path = key, path
         self.file = _open_at_end(path)
         self.partial = b""
+        self.wd: int | None = None  # its inotify watch, while one is set
         self.timer: asyncio.TimerHandle | None = None
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        mask = IN_MODIFY | IN_CREATE | IN_MOVED_TO
-        libc.inotify_add_watch(self.fd, str(path.parent).encode(), mask)
-        asyncio.get_running_loop().add_reader(self.fd, self._woken)
 
     def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        else:
-            asyncio.get_running_loop().remove_reader(self.fd)
-        os.close(self.fd)
         if self.file is not None:
             self.file.close()
 
-    def _woken(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.fd, 65536):
-                pass
-        self.read()
-        # At most one read a FOLLOW_PACE: meanwhile the kernel coalesces the events.
-        asyncio.get_running_loop().remove_reader(self.fd)
-        self.timer = asyncio.get_running_loop().call_later(FOLLOW_PACE, self._resume)
-
-    def _resume(self) -> None:
-        self.timer = None
-        asyncio.get_running_loop().add_reader(self.fd, self._woken)
-
-    def read(self) -> None:
+    def read(self) -> list[str]:
         if self.file is None:
             self.file = _open_at_end(self.path, at_end=False)
             if self.file is None:
-                return
+                return []
         lines, skipped = self._new_lines()
         if _rotated(self.path, self.file):
             more, more_skipped = self._new_lines()  # the end of the file before the rename
@@ -280,8 +280,7 @@ class Follower:
                 f"[sessiond: skipped {skipped} bytes and {cut} lines: they came faster than shown]"
             )
             lines = [note, *lines[cut:]]
-        if lines:
-            self.send(self.key, lines)
+        return lines
 
     def _new_lines(self) -> tuple[list[str], int]:
         """The complete lines written since the last read, and the bytes skipped to keep up."""
@@ -303,31 +302,107 @@ class Follower:
 
 
 class Followers:
-    """The followed logs, by key: one Follower while anybody subscribes."""
+    """The followed logs, by key, on one inotify instance (root has only 128 of them).
+
+    Each followed file has a watch (IN_MODIFY, and IN_MOVE_SELF for a rotation).
+    After a read the watch is taken off for FOLLOW_PACE, so that an agent writing
+    flat out costs one wake-up a FOLLOW_PACE, not one a write; then it is set
+    again, on whatever file the path names now, and read. A follower nobody
+    wants any more is dropped at its next wake.
+    """
 
     def __init__(self, send: Callable[[str, list[str]], None], wanted: Callable[[str], bool]):
         self.send = send
         self.wanted = wanted
         self.by_key: dict[str, Follower] = {}
+        self.by_wd: dict[int, Follower] = {}
+        self.fd = -1
+        self._libc = ctypes.CDLL(None, use_errno=True)
 
     def follow(self, key: str, path: Path) -> None:
-        if key not in self.by_key:
-            self.by_key[key] = Follower(key, path, self._send)
+        if key in self.by_key:
+            return
+        if self.fd < 0:
+            self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if self.fd < 0:
+                raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+            asyncio.get_running_loop().add_reader(self.fd, self._woken)
+        follower = self.by_key[key] = Follower(key, path)
+        self._watch(follower)
 
     def forget(self, key: str) -> None:
         follower = self.by_key.pop(key, None)
         if follower is not None:
+            self._unwatch(follower)
             follower.close()
 
     def close(self) -> None:
         for key in list(self.by_key):
             self.forget(key)
+        if self.fd >= 0:
+            asyncio.get_running_loop().remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
 
-    def _send(self, key: str, lines: list[str]) -> None:
-        if self.wanted(key):
-            self.send(key, lines)
-        else:
-            asyncio.get_running_loop().call_soon(self.forget, key)  # nobody left to read it
+    def _watch(self, follower: Follower) -> None:
+        mask = IN_MODIFY | IN_MOVE_SELF | IN_DELETE_SELF
+        wd = self._libc.inotify_add_watch(self.fd, str(follower.path).encode(), mask)
+        if wd >= 0:
+            follower.wd = wd
+            self.by_wd[wd] = follower
+        else:  # not there yet (between a rotation's rename and the new file): look again
+            self._pause(follower)
+
+    def _unwatch(self, follower: Follower) -> None:
+        if follower.wd is not None:
+            self.by_wd.pop(follower.wd, None)
+            self._libc.inotify_rm_watch(self.fd, follower.wd)
+            follower.wd = None
+
+    def _woken(self) -> None:
+        woken: dict[str, Follower] = {}
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self.fd, 65536):
+                at = 0
+                while at + _EVENT.size <= len(data):
+                    wd, _mask, _cookie, length = _EVENT.unpack_from(data, at)
+                    at += _EVENT.size + length
+                    if (follower := self.by_wd.get(wd)) is not None:
+                        woken[follower.key] = follower
+        for follower in woken.values():
+            self._unwatch(follower)
+            self._visit(follower)
+
+    def _visit(self, follower: Follower) -> None:
+        if not self.wanted(follower.key):
+            self.forget(follower.key)
+            return
+        if lines := follower.read():
+            self.send(follower.key, lines)
+        self._pause(follower)
+
+    def _pause(self, follower: Follower) -> None:
+        loop = asyncio.get_running_loop()
+        follower.timer = loop.call_later(FOLLOW_PACE, self._resume, follower)
+
+    def _resume(self, follower: Follower) -> None:
+        follower.timer = None
+        if self.by_key.get(follower.key) is not follower:
+            return
+        self._watch(follower)
+        if follower.wd is not None:
+            if not self.wanted(follower.key):
+                self.forget(follower.key)
+            elif lines := follower.read():  # what came while it was not watched
+                self.send(follower.key, lines)
+
+
+def _is_keeper(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"sessiond.logkeeper" in f.read()
+    except OSError:
+        return False
 
 
 def _open_at_end(path: Path, at_end: bool = True) -> IO[bytes] | None:

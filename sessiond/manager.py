@@ -99,6 +99,7 @@ class Manager:
         self.config = config
         self.outlet = outlet
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._terminating: dict[str, asyncio.Task[None]] = {}  # disconnects' agents, stopping
         self.live: Session | None = None
         self._ended: Session | None = None  # the last session that was live here
         self._clocks: policy.Clocks | None = None
@@ -332,8 +333,18 @@ class Manager:
             pause_reason=None,
         )
 
-    def reconnect(self, peer: Peer, name: str | None) -> Session:
+    async def _terminate(self, session_id: str) -> None:
+        try:
+            await self.team.stop_all(session_id, forget=False)
+        finally:
+            self._terminating.pop(session_id, None)
+
+    async def reconnect(self, peer: Peer, name: str | None) -> Session:
+        """Start a disconnected session's agents afresh, once the old ones are gone."""
         live = self.resolve(name)
+        if (terminating := self._terminating.get(live.id)) is not None:
+            await asyncio.shield(terminating)
+            live = self.resolve(name)
         return self.move(
             Event.RECONNECT,
             "session.reconnected",
@@ -388,7 +399,7 @@ class Manager:
             with self.transaction():
                 write()
         except StorageError as exc:
-            if event not in _ENDINGS:
+            if event not in _ENDINGS or not exc.transient:
                 raise
             # Stopping is how an operator frees a disk (SPEC §6.2): it happens now, and
             # its record is written, before anything else, once space returns.
@@ -410,7 +421,7 @@ class Manager:
                 team.restart_all(sid)
             elif effect is Effect.TERMINATE_AGENTS:
                 team.halt(sid)  # before the stop task runs: a crash being handled must not respawn
-                self.spawn(team.stop_all(sid, forget=False))
+                self._terminating[sid] = self.spawn(self._terminate(sid))
             elif effect is Effect.STOP_AGENTS and sid not in self._stopping:
                 team.halt(sid)
                 self._stopping[sid] = self.spawn(self._stop_agents(session))

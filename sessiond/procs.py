@@ -14,11 +14,21 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import resource
+import select
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 PR_SET_CHILD_SUBREAPER = 36
+KILL_WAIT = 2.0  # seconds for a SIGKILLed process to be gone, before going on
+
+
+def raise_fd_limit() -> None:
+    """The soft RLIMIT_NOFILE up to the hard one: a pipe and pidfds an agent (systemd's
+    soft default of 1024 would end a session of 500 agents)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def become_subreaper() -> bool:
@@ -146,8 +156,10 @@ def _trees(children: dict[int, list[int]], roots: set[int]) -> set[int]:
 
 def service_cgroup_members() -> set[int]:
     """The pids in the daemon's own systemd service cgroup (cgroup v2), if it runs in one."""
-    if not os.environ.get("INVOCATION_ID"):
-        return set()  # not a systemd service: the cgroup is a login session's, not ours
+    if os.environ.get("SYSTEMD_EXEC_PID") != str(os.getpid()):
+        # Not a service's main process: a daemon started from another service (cron, a CI
+        # runner) inherits its variables and cgroup, which are not ours to sweep.
+        return set()
     try:
         with open("/proc/self/cgroup") as f:
             path = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
@@ -164,37 +176,78 @@ def service_cgroup_members() -> set[int]:
     return members
 
 
-def signal_all(pgid: int | None, pids: set[int], sig: int) -> None:
+class Pidfds:
+    """pidfds of a set of processes, opened at once: a signal sent through one reaches
+    that process or nothing, never another that got its pid meanwhile."""
+
+    def __init__(self, pids: set[int]) -> None:
+        self.fds: dict[int, int] = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):  # gone already, or no fd left: not ours to wait
+                self.fds[pid] = os.pidfd_open(pid)
+
+    def signal(self, sig: int, only: set[int] | None = None) -> None:
+        for pid, fd in self.fds.items():
+            if only is None or pid in only:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(fd, sig)
+
+    async def wait(self, timeout: float) -> set[int]:
+        """Wait (no polling: a pidfd is readable once its process ended); those still alive."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for fd in self.fds.values():
+            done: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _settle, done)
+            waits.append(done)
+        try:
+            if waits:
+                await asyncio.wait(waits, timeout=timeout)
+        finally:
+            for fd in self.fds.values():
+                loop.remove_reader(fd)
+        ended = set(select.select(list(self.fds.values()), [], [], 0)[0]) if self.fds else set()
+        return {pid for pid, fd in self.fds.items() if fd not in ended}
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+
+async def terminate(
+    pids: set[int], grace: float, pgid: int | None = None,
+    again: Callable[[], set[int]] | None = None,
+) -> set[int]:  # fmt: skip
+    """SIGTERM (and SIGCONT: a stopped process cannot act on it) to `pids` and to the
+    process group `pgid`; after `grace`, SIGKILL to those left and to whatever `again`
+    finds then. The pids that needed SIGKILL."""
+    handles = Pidfds(pids)
+    try:
+        for sig in (signal.SIGTERM, signal.SIGCONT):
+            _killpg(pgid, sig)
+            handles.signal(sig)
+        left = await handles.wait(grace)
+        if not left:
+            return set()
+        late = Pidfds((again() if again else set()) - set(handles.fds))
+        try:
+            _killpg(pgid, signal.SIGKILL)
+            handles.signal(signal.SIGKILL, only=left)
+            late.signal(signal.SIGKILL)
+            await asyncio.gather(handles.wait(KILL_WAIT), late.wait(KILL_WAIT))
+            return left | set(late.fds)
+        finally:
+            late.close()
+    finally:
+        handles.close()
+
+
+def _killpg(pgid: int | None, sig: int) -> None:
+    # A group's id is never reused while the group has a member: this reaches only it.
     if pgid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-async def wait_gone(pids: set[int], timeout: float) -> set[int]:
-    """Wait (on pidfds, no polling) for `pids` to end; return those still alive."""
-    loop = asyncio.get_running_loop()
-    waits: list[asyncio.Future[None]] = []
-    fds: list[int] = []
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        fds.append(fd)
-        done: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, _settle, done)
-        waits.append(done)
-    try:
-        if waits:
-            await asyncio.wait(waits, timeout=timeout)
-    finally:
-        for fd in fds:
-            loop.remove_reader(fd)
-            os.close(fd)
-    return {pid for pid in pids if alive(pid)}
 
 
 def _settle(future: asyncio.Future[None]) -> None:

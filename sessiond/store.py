@@ -157,10 +157,13 @@ SESSION_COLUMNS = [
 
 def _storage_error(exc: sqlite3.Error, path: Path) -> StorageError:
     reason = str(exc)
-    return StorageError(
+    error = StorageError(
         f"unable to write the store {path}: {reason}",
         "free space on that filesystem or make it writable; sessiond recovers by itself",
     )
+    # A full, read-only or failing disk passes; a broken constraint would fail again.
+    error.transient = isinstance(exc, sqlite3.OperationalError)
+    return error
 
 
 class Store:

@@ -300,19 +300,14 @@ class Supervisor:
         agent.signal_sent = True
         pgid, ended = agent.pid, agent.ended
         everyone = (census or procs.Census(self.instance)).members(pgid, agent.token)
-        procs.signal_all(pgid, everyone, signal.SIGTERM)
-        procs.signal_all(pgid, everyone, signal.SIGCONT)  # a stopped process cannot act on TERM
         deadline = time.monotonic() + agent.spec.stop_timeout
-        left = await procs.wait_gone(everyone | {pgid}, agent.spec.stop_timeout)
-        if left:
-            log.warning(
-                "agent %s did not stop within %gs of SIGTERM; sending SIGKILL to %s",
-                agent.name,
-                agent.spec.stop_timeout,
-                sorted(left),
-            )
-            again = procs.Census(self.instance).members(pgid, agent.token)
-            procs.signal_all(pgid, left | again, signal.SIGKILL)
+        killed = await procs.terminate(
+            everyone | {pgid}, agent.spec.stop_timeout, pgid,
+            again=lambda: procs.Census(self.instance).members(pgid, agent.token),
+        )  # fmt: skip
+        if killed:
+            log.warning("agent %s did not stop within %gs of SIGTERM; sent SIGKILL to %s",
+                        agent.name, agent.spec.stop_timeout, sorted(killed))  # fmt: skip
         if ended is not None:
             await asyncio.wait_for(asyncio.shield(ended), max(1.0, deadline - time.monotonic()))
 
@@ -324,19 +319,30 @@ class Supervisor:
     # -- facts ---------------------------------------------------------------
 
     def facts(self, agent: Agent) -> dict[str, Any]:
-        """CPU% and RSS from psutil, sampled only when asked and at most once a second.
+        """CPU% and RSS from psutil, sampled only when asked and at most once a second;
+        `cpu_seconds`, the CPU time of every run of the agent so far, which never falls.
 
         Reading /proc for 200 agents costs ~14 ms here; a status loop or a
         terminal refreshing every 100 ms gets the figures of the last second.
+        `cpu_seconds` adds the current run's user and system time (and that of
+        the children it waited for) to what the runs before it had used when
+        last sampled: a run's CPU after its last sample is not seen, and the sum
+        starts again with a new daemon (as an exporter's counters do).
         """
+        sampled_at, _, before = agent.facts or (0.0, 0, None)
         if agent.pid is None:
-            return {"cpu_percent": None, "rss": None}
-        now = time.monotonic()
-        if agent.facts is not None:
-            sampled_at, pid, figures = agent.facts
-            if pid == agent.pid and now - sampled_at < FACTS_MAX_AGE:
-                return figures
+            spent = before["cpu_seconds"] if before is not None else None
+            return {"cpu_percent": None, "rss": None, "cpu_seconds": spent}
+        now, run = time.monotonic(), (agent.pid, agent.start_ticks)
+        same_run = before is not None and before["run"] == run
+        if before is not None and same_run and now - sampled_at < FACTS_MAX_AGE:
+            return before
+        last = (before["cpu_seconds"] or 0.0) if before is not None else 0.0
+        base = before["cpu_before"] if before is not None and same_run else last  # earlier runs
         found = self._sample(agent)
+        used = found.pop("run_cpu_seconds")
+        spent = max(last, round(base + (used or 0.0), 3))
+        found |= {"cpu_seconds": spent, "cpu_before": base, "run": run}
         agent.facts = (now, agent.pid, found)
         return found
 
@@ -347,12 +353,15 @@ class Supervisor:
             if agent.stats is None or agent.stats.pid != agent.pid:
                 agent.stats = psutil.Process(agent.pid)
             with agent.stats.oneshot():
+                times = agent.stats.cpu_times()
                 return {
                     "cpu_percent": agent.stats.cpu_percent(None),
                     "rss": agent.stats.memory_info().rss,
-                }
+                    "run_cpu_seconds": times.user + times.system
+                    + times.children_user + times.children_system,
+                }  # fmt: skip
         except psutil.Error:
-            return {"cpu_percent": None, "rss": None}
+            return {"cpu_percent": None, "rss": None, "run_cpu_seconds": None}
 
 
 def _popen_as(agent: Agent, out: int) -> subprocess.Popen[bytes]:

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import re
-import signal
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +63,9 @@ class Team:
         self.crew = crew
         self.supervisor = Supervisor(crew.instance, self, self)
         daemon = manager.config.daemon
-        self.keeper = logs.KeeperLink(crew.state_dir, daemon.log_max_bytes, daemon.log_files)
+        self.keeper = logs.KeeperLink(
+            crew.state_dir, daemon.log_max_bytes, daemon.log_files, self._known_logs
+        )
         self.logs = logs.Followers(self._lines, self._wanted)
         self._dirty: dict[Agent, None] = {}
         self._pending_events: list[tuple[Agent, str, str]] = []
@@ -105,6 +106,9 @@ class Team:
 
     def close(self, agent: Agent) -> None:
         self.keeper.release(_log_key(agent))
+
+    def _known_logs(self) -> set[str]:
+        return {_log_key(agent) for agent in self.crew.by_token.values()}
 
     def agent_error(self, agent: Agent, text: str) -> None:
         """An unexpected exit (`text` says how): one error of the agent's session."""
@@ -198,11 +202,11 @@ class Team:
         user stopped stays stopped; one stopped by our own shutdown starts again.
         """
         rows = self.store.agents(live.id)
-        if rows:
-            self.keeper.attach()  # its pipes: the adopted agents' output goes on being kept
+        revived = [(self._revive(live, row), row) for row in rows]
+        if rows:  # now that every agent is known: the keeper's pipes of the others go
+            self.keeper.attach()  # the adopted agents' output goes on being kept
         census = procs.Census(self.crew.instance)
-        for row in rows:
-            agent = self._revive(live, row)
+        for agent, row in revived:
             pid = row["pid"]
             plan = revive_plan(row, procs.start_time(pid) if pid else None)
             if plan is Revival.START and (found := census.leader(row["token"])) is not None:
@@ -249,10 +253,7 @@ class Team:
     async def kill_orphans(self) -> int:
         """SIGTERM every orphan, SIGKILL those left after 5 s; how many there were."""
         pids = set(self.supervisor.orphans)
-        procs.signal_all(None, pids, signal.SIGTERM)
-        left = await procs.wait_gone(pids, 5.0)
-        procs.signal_all(None, left, signal.SIGKILL)
-        await procs.wait_gone(left, 5.0)
+        await procs.terminate(pids, 5.0)
         return len(pids)
 
     def flush(self) -> None:
@@ -313,12 +314,9 @@ class Team:
             return
         log.warning("ending %d processes left behind by stopped agents: %s", len(found),
                     sorted(found))  # fmt: skip
-        procs.signal_all(None, found, signal.SIGTERM)
-        procs.signal_all(None, found, signal.SIGCONT)
-        left = await procs.wait_gone(found, grace)
-        if left:
-            log.warning("sending SIGKILL to %s: still there %gs after SIGTERM", sorted(left), grace)
-            procs.signal_all(None, left, signal.SIGKILL)
+        killed = await procs.terminate(found, grace)
+        if killed:
+            log.warning("sent SIGKILL to %s: still there %gs after SIGTERM", sorted(killed), grace)
 
     def wire(self, session: Session) -> list[dict[str, Any]]:
         agents = self.crew.agents(session.id)

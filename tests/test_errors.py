@@ -71,6 +71,10 @@ def test_an_error_keeps_its_text_in_status_events_health_and_the_journal(daemon,
     warning = [line for line in daemon.log().splitlines() if "disk quota exceeded" in line]
     assert warning and warning[0].startswith("<4>")
     assert alive(pid)  # a report is an error, not a stop
+    shown = [line for line in daemon.sessionc("status").stdout.splitlines()
+             if line.startswith("last error:")]  # fmt: skip
+    assert len(shown) == 1 and shown[0].startswith("last error:   agent w, ")
+    assert shown[0].endswith(": disk quota exceeded"), shown
 
 
 def test_the_crash_that_crosses_the_threshold_is_not_restarted(make_daemon):
@@ -131,3 +135,23 @@ def test_a_start_error_names_its_real_cause(make_daemon):
     failed = daemon.call("session.start", name="b", template="u")
     assert failed["state"] == "failed"
     assert "/nonexistent-cmd: No such file or directory" in failed["close_reason"]
+
+
+STUBBORN = (
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)"
+)
+
+
+def test_reconnect_while_the_disconnect_still_stops_an_agent_waits_for_it(make_daemon, short_tmp):
+    daemon = make_daemon(
+        "[session]\nerror_threshold = 1\n" + agent("stubborn", STUBBORN, stop_timeout="3s")
+        + agent("w", SLEEPER) + '[templates.t]\nagents = ["stubborn", "w"]\n'
+    )  # fmt: skip
+    daemon.call("session.start", name="slow", template="t")
+    before = agents_of(daemon)["stubborn"]["pid"]
+    report_error(daemon, "w", "enough")
+    assert daemon.call("session.status")["session"]["state"] == "disconnected"
+    back = daemon.call("session.reconnect")  # while stubborn still ignores its SIGTERM
+    assert back["state"] == "active"
+    now = agents_of(daemon)["stubborn"]
+    assert now["state"] == "running" and now["pid"] != before and not alive(before)

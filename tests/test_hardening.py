@@ -102,8 +102,11 @@ def test_three_thousand_unread_tails_cost_bounded_memory(make_daemon):
     other, buf = raw_connection(daemon.socket), bytearray()
     assert ping_seconds(other, buf) < 5
     assert rss_mib(pid) < 300, f"VmRSS {rss_mib(pid):.0f} MiB"
-    hog.close()
     assert ping_seconds(other, buf) < 5
+    began = time.monotonic()
+    assert daemon.stop() == 0  # the reader that never reads does not hold the shutdown
+    assert time.monotonic() - began < 10
+    hog.close()
 
 
 def test_a_batch_of_five_thousand_is_refused_whole(daemon):
@@ -333,3 +336,39 @@ def test_a_killed_log_keeper_is_replaced_and_the_agent_writes_on(daemon, short_t
     wait_for(lambda: last() > reached + 20, what="the counter to print through the new keeper")
     assert agents_of(daemon)["counter"]["pid"] == pid  # it never got EPIPE
     assert "the log keeper (pid" in daemon.log()
+
+
+def test_a_batch_may_not_multiply_the_tail_limit(daemon):
+    sock, buf = raw_connection(daemon.socket), bytearray()
+    tails = [{"jsonrpc": "2.0", "id": n, "method": "events.tail", "params": {"lines": 10_000}}
+             for n in range(100)]  # fmt: skip
+    sock.sendall(json.dumps(tails).encode() + b"\n")
+    reply = read_line(sock, buf)
+    assert isinstance(reply, dict) and reply["error"]["code"] == -32600
+    assert "1000000 lines" in reply["error"]["data"]["message"]
+    assert ping_seconds(sock, buf) < 5
+    sock.sendall(json.dumps(tails[:1]).encode() + b"\n")
+    assert len(read_line(sock, buf)) == 1
+
+
+def test_integers_beyond_64_bits_are_refused(daemon):
+    with pytest.raises(RemoteError) as refused:
+        daemon.call("session.history", limit=2**70)
+    assert refused.value.code == -32602 and "at most 64" in refused.value.message
+
+
+def _open_files_limits(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/limits") as f:
+        row = next(line for line in f if line.startswith("Max open files"))
+    soft, hard = row.split()[3:5]
+    return int(soft), int(hard)
+
+
+def test_the_daemon_and_its_keeper_raise_their_open_files_limit(make_daemon, short_tmp):
+    daemon = make_daemon(prefix=("prlimit", "--nofile=256:4096", "--"))
+    assert _open_files_limits(daemon.proc.pid) == (4096, 4096)
+    daemon.call("session.start", name="fds")
+    run = [sys.executable, "-c", SLEEPER]
+    daemon.call("agent.run", command=run, name="a", cwd=str(short_tmp))
+    (keeper,) = wait_for(lambda: _keepers_of(daemon), what="the log keeper")
+    assert _open_files_limits(keeper) == (4096, 4096)
