@@ -47,22 +47,47 @@ SYSTEM_UNITS = ["sessiond.socket", "sessiond.service", "sessiond-nightly.timer",
 USER_UNITS = ["sessiond.socket", "sessiond.service"]
 # The capabilities sessiond.service takes out of the bounding set.
 DROPPED_CAPS = {"CAP_SYS_MODULE": 16, "CAP_SYS_PACCT": 20, "CAP_SYS_BOOT": 22,
-                "CAP_SYS_TIME": 25, "CAP_MAC_ADMIN": 33, "CAP_SYSLOG": 34,
-                "CAP_WAKE_ALARM": 35}  # fmt: skip
+                "CAP_SYS_TIME": 25, "CAP_SYS_TTY_CONFIG": 26, "CAP_MAC_ADMIN": 33,
+                "CAP_SYSLOG": 34, "CAP_WAKE_ALARM": 35, "CAP_BLOCK_SUSPEND": 36}  # fmt: skip
 HANG_DROP_IN = "/etc/systemd/system/sessiond.service.d/test-hang.conf"
+NIGHTLY_DROP_IN = "/etc/systemd/system/sessiond-nightly.service.d/test-probe.conf"
 
-# Run by agents (and, as a control, by a plain transient unit): what the unit's
-# sandbox lets them do. It prints one line, then becomes a sleep of the same pid.
-PROBE = """\
-import ctypes, errno, json, os, socket, sys
-
+# The probes' way to try a call: "ok", or the errno's name.
+ATTEMPT = """
 def attempt(fn):
     try:
         fn()
     except OSError as exc:
         return errno.errorcode.get(exc.errno, str(exc.errno))
     return "ok"
+"""
 
+# Run by sessiond-nightly.service before its sessionc (ExecStartPre=, a test drop-in):
+# what that unit's sandbox leaves a process of it.
+NIGHTLY_PROBE = (
+    """\
+import errno, json, os, socket
+"""
+    + ATTEMPT
+    + """
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines())
+found = {key: status[key] for key in ("CapBnd", "CapEff", "NoNewPrivs", "Seccomp")}
+found["uid"] = os.getuid()
+found["netns"] = os.readlink("/proc/self/ns/net")
+found["write /etc"] = attempt(lambda: open("/etc/nightly-probe", "w").close())
+found["AF_INET"] = attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())
+print("NIGHTLY " + json.dumps(found, sort_keys=True), flush=True)
+"""
+)
+
+# Run by agents (and, as a control, by a plain transient unit): what the unit's
+# sandbox lets them do. It prints one line, then becomes a sleep of the same pid.
+PROBE = (
+    """\
+import ctypes, errno, json, os, socket, sys
+"""
+    + ATTEMPT
+    + """
 def sock(family, kind):
     return lambda: socket.socket(family, kind).close()
 
@@ -94,6 +119,7 @@ print("PROBE " + json.dumps(found, sort_keys=True), flush=True)
 if sys.argv[1:] != ["--once"]:
     os.execv("/bin/sleep", ["sleep", "infinity"])
 """
+)
 
 CONFIG = """\
 [daemon]
@@ -500,13 +526,35 @@ def test_stop_with_on_shutdown_keep_leaves_agents_to_the_next_daemon(box):
 # -- the example timer, the user units -------------------------------------------------
 
 
+def nightly_probe(box: Container) -> dict[str, Any]:
+    found = [e["MESSAGE"] for e in box.journal("sessiond-nightly")
+             if str(e.get("MESSAGE", "")).startswith("NIGHTLY ")]  # fmt: skip
+    assert found, "no output of the nightly unit's probe"
+    return json.loads(found[-1][len("NIGHTLY ") :])
+
+
 def test_the_nightly_timer_service_starts_the_session_from_the_template(box):
     box.sessionc("stop", check=False)  # exit 5 if none is live
     assert box.sessionc_json("status")["session"] is None
     assert box.marked_pids() == []
     box.systemctl("start", "sessiond-nightly.timer")
     assert box.show("sessiond-nightly.timer", "NextElapseUSecRealtime").endswith(" 22:00:00 UTC")
-    box.systemctl("start", "sessiond-nightly.service")  # what the timer does at 22:00
+    box.write("/etc/sessiond/nightly-probe.py", NIGHTLY_PROBE)
+    box.write(
+        NIGHTLY_DROP_IN, "[Service]\nExecStartPre=/usr/bin/python3 /etc/sessiond/nightly-probe.py\n"
+    )
+    try:
+        box.systemctl("daemon-reload")
+        box.systemctl("start", "sessiond-nightly.service")  # what the timer does at 22:00
+    finally:
+        box.run("rm", "-f", NIGHTLY_DROP_IN)
+        box.systemctl("daemon-reload")
+    # Sandboxed hard, and yet its sessionc reached the socket: still root, with nothing else.
+    probe = nightly_probe(box)
+    assert probe.pop("netns") != box.run("readlink", "/proc/1/ns/net").stdout.strip()
+    assert probe == {"CapBnd": "0000000000000000", "CapEff": "0000000000000000",
+                     "NoNewPrivs": "1", "Seccomp": "2", "uid": 0,
+                     "write /etc": "EROFS", "AF_INET": "EAFNOSUPPORT"}  # fmt: skip
     session = live(box)
     assert (session["name"], session["template"], session["owner"]["user"]) == (
         "nightly", "nightly", "root",
