@@ -103,3 +103,15 @@ def row(state, pid=10, ticks=5, desired="running"):
 ])  # fmt: skip
 def test_revive_plan(found, ticks_now, plan):
     assert revive_plan(found, ticks_now) is plan
+
+
+def test_reasons_use_one_duration_form_and_no_nested_parentheses():
+    stopped = on_exit(Exit(None, 5.0, signal_sent=False, stopping=True), SPEC, 0)
+    assert stopped.reason.count("(") <= 1 and "((" not in stopped.reason.replace(" ", "")
+    assert not any(ch in describe_exit(None) for ch in "()")
+    gave_up = verdict(1, ran_for=0.5, quick=3)
+    assert "within 10s" in gave_up.reason
+    slow = AgentSpec(name="a", command=("x",), min_uptime=90, backoff_initial=90,
+                     backoff_max=600)  # fmt: skip
+    again = verdict(1, ran_for=5, quick=0, spec=slow)
+    assert again.reason.endswith("restarting in 1m30s"), again.reason
