@@ -14,7 +14,7 @@ from .handlers import check_lines
 from .supervisor import Agent
 
 if TYPE_CHECKING:
-    from .records import Session
+    from .core.records import Session
     from .rpc import Ctx
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from .access import Peer, groups_of
-from .agent import describe_exit
 from .config import NAME_RE, AgentSpec, RestartPolicy
+from .core.agent import describe_exit
+from .core.records import rfc3339
 from .errors import InvalidParams, LimitReached, PermissionDenied
-from .records import rfc3339
 from .supervisor import DEFAULT_PATH, Agent
 
 CHECKPOINT_MAX_BYTES = 64 * 1024

@@ -13,9 +13,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .access import Role, role_of
+from .core.health import health
+from .core.records import Session, parse_rfc3339, rfc3339
 from .errors import InvalidParams, NoSession, PermissionDenied
-from .health import health
-from .records import Session, parse_rfc3339, rfc3339
 
 if TYPE_CHECKING:
     from .rpc import Ctx

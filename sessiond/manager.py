@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from . import policy
 from .access import Peer
 from .config import (
     AgentSpec,
@@ -39,6 +38,9 @@ from .config import (
     parse_clock,
     session_overrides,
 )
+from .core import policy
+from .core.records import Participant, Person, Session, check_name, generated_name, rfc3339
+from .core.session import TERMINAL, Effect, Event, Refused, State, step
 from .crew import Crew
 from .errors import (
     InvalidParams,
@@ -50,8 +52,6 @@ from .errors import (
     StorageError,
     WaitTimeout,
 )
-from .records import Participant, Person, Session, check_name, generated_name, rfc3339
-from .session import TERMINAL, Effect, Event, Refused, State, step
 from .store import Store
 from .team import Team
 

@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .session import State
+from .core.session import State
 
 if TYPE_CHECKING:
     from .manager import Manager

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .agent import AgentState
 from .config import SESSION_KEYS, RestartPolicy
-from .session import State
+from .core.agent import AgentState
+from .core.session import State
 
 if TYPE_CHECKING:
     from .errors import DomainError

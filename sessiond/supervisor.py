@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from . import procs
 from .access import user_name
-from .agent import AgentEvent, AgentRefused, AgentState, Exit, describe_exit, on_exit, step
 from .config import AgentSpec
+from .core.agent import AgentEvent, AgentRefused, AgentState, Exit, describe_exit, on_exit, step
 
 log = logging.getLogger("sessiond.agents")
 FACTS_MAX_AGE = 1.0  # seconds a sample of an agent's CPU and memory is shown for

@@ -19,8 +19,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import logs, procs
-from .agent import AgentRefused, AgentState
 from .config import AgentSpec
+from .core.agent import AgentRefused, AgentState
+from .core.records import Session, rfc3339
+from .core.revive import Revival, revive_plan
+from .core.session import Event, State
 from .crew import (
     CHECKPOINT_MAX_BYTES,
     Crew,
@@ -40,9 +43,6 @@ from .errors import (
     PermissionDenied,
     StorageError,
 )
-from .records import Session, rfc3339
-from .revive import Revival, revive_plan
-from .session import Event, State
 from .store import Store
 from .supervisor import Agent, SpawnError, Supervisor
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sessiond.agent import (
+from sessiond.config import AgentSpec, RestartPolicy
+from sessiond.core.agent import (
     REFUSE,
     STAY,
     TRANSITIONS,
@@ -16,8 +17,7 @@ from sessiond.agent import (
     on_exit,
     step,
 )
-from sessiond.config import AgentSpec, RestartPolicy
-from sessiond.revive import Revival, revive_plan
+from sessiond.core.revive import Revival, revive_plan
 
 SPEC = AgentSpec(name="a", command=("x",), min_uptime=10, backoff_initial=1, backoff_max=30,
                  max_restarts=3)  # fmt: skip

@@ -760,7 +760,7 @@ def test_events_are_in_columns() -> None:
 
 def test_every_event_kind_fits_the_followed_column() -> None:
     """`events -f` pads kinds to EVENT_KIND_WIDTH: no kind the daemon writes is longer."""
-    sources = "".join(path.read_text() for path in (REPO / "sessiond").glob("*.py"))
+    sources = "".join(path.read_text() for path in (REPO / "sessiond").rglob("*.py"))
     kinds = set(re.findall(r"[\"'](session|agent|network|daemon)(\.[a-z_]+)[\"']", sources))
     assert ("session", ".disconnected") in kinds
     assert max(len(area + rest) for area, rest in kinds) == show.EVENT_KIND_WIDTH

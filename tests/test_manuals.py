@@ -355,7 +355,9 @@ def test_daemon_environment_is_documented(sessiond_page: Page) -> None:
     from sessiond import daemon  # noqa: PLC0415
 
     client_side = {"cli.py", "client.py", "paths.py"}
-    modules = [p.read_text() for p in (REPO / "sessiond").glob("*.py") if p.name not in client_side]
+    modules = [
+        p.read_text() for p in (REPO / "sessiond").rglob("*.py") if p.name not in client_side
+    ]
     functions = [paths.system_socket, paths.system_state_dir, paths.user_runtime_dir]
     read = variables_read(*modules, *map(inspect.getsource, functions))
     read |= {daemon.HANG_SWITCH, *config.ENV_KEYS}

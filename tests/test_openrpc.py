@@ -27,10 +27,10 @@ from test_errors import token_of
 
 from harness import connect_as, raw_connection, read_line, wait_for
 from sessiond.config import SessionSettings
-from sessiond.health import health
-from sessiond.records import Person, Session
+from sessiond.core.health import health
+from sessiond.core.records import Person, Session
+from sessiond.core.session import State
 from sessiond.rpc import METHODS
-from sessiond.session import State
 
 EXTENSIONS = {"^x-": {}}
 

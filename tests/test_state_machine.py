@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sessiond import policy
-from sessiond.session import (
+from sessiond.core import policy
+from sessiond.core.session import (
     REFUSE,
     STAY,
     TERMINAL,

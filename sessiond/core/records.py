@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from .config import NAME_RE, SessionSettings, session_settings_to_wire
-from .errors import InvalidParams
+from ..config import NAME_RE, SessionSettings, session_settings_to_wire
+from ..errors import InvalidParams
 from .policy import errors_in_window
 from .session import State
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import format_duration
+from ..config import format_duration
 from .records import Session
 from .session import State
 
