@@ -6,11 +6,13 @@ socat and `nc -U -N` shut their write side once stdin ends; the calls that wait
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import socket
+import struct
 import subprocess
-import time
+import termios
 
 import pytest
 
@@ -99,6 +101,11 @@ def test_a_last_line_without_newline_is_a_line(daemon):
     assert daemon.call("session.status")["session"]["name"] == "bare"
 
 
+def unread_bytes(sock: socket.socket) -> int:
+    """Bytes waiting in the socket's receive queue (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
 def test_replies_past_the_reply_buffer_drain_after_a_half_close(daemon):
     # ~5 MiB of rpc.discover replies, unread until after the half-close: the daemon stops
     # reading at 4 MiB unsent and resumes as they drain; the waiting call last still answers.
@@ -106,7 +113,8 @@ def test_replies_past_the_reply_buffer_drain_after_a_half_close(daemon):
     sock = raw_connection(daemon.socket, timeout=30)
     sock.sendall(request(0, "rpc.discover") * count + request(1, "session.start", name="after"))
     sock.shutdown(socket.SHUT_WR)
-    time.sleep(0.5)  # let the replies pile up past the limit before reading any
+    # Replies pile up before any is read: the kernel's buffer fills, the daemon's grows.
+    wait_for(lambda: unread_bytes(sock) >= 100_000, what="replies waiting in the socket")
     replies = replies_until_eof(sock)
     sock.close()
     assert [r["id"] for r in replies] == [0] * count + [1]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from test_agents import SLEEPER, agent, agents_of, alive, marked_processes
+from test_reliability import run_counter
 
 from harness import connect_as, fill, raw_connection, read_line, wait_for
 from sessiond import store as store_module
@@ -317,16 +318,7 @@ def _keepers_of(daemon) -> list[int]:
 
 
 def test_a_killed_log_keeper_is_replaced_and_the_agent_writes_on(daemon, short_tmp):
-    session = daemon.call("session.start", name="k")
-    counter = "import time\nfor i in range(10**6):\n    print(i, flush=True); time.sleep(0.02)"
-    daemon.call("agent.run", command=[sys.executable, "-c", counter], name="counter",
-                cwd=str(short_tmp))  # fmt: skip
-    log = daemon.state_dir / "logs" / session["id"] / "counter.log"
-
-    def last() -> int:
-        lines = log.read_text().split()
-        return int(lines[-1]) if lines else -1
-
+    last = run_counter(daemon, short_tmp)
     wait_for(lambda: last() >= 5, what="the counter to print")
     (keeper,) = wait_for(lambda: _keepers_of(daemon), what="the log keeper")
     pid = agents_of(daemon)["counter"]["pid"]

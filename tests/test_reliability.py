@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from test_agents import SLEEPER, agent, agents_of, alive, marked_processes, proc_state
 
@@ -40,16 +41,22 @@ def test_kill9_keeps_agents_and_the_next_daemon_adopts_them(make_daemon):
     assert agents_of(daemon)["a"]["restarts"] == 1
 
 
-def test_a_log_has_no_gap_across_a_daemon_kill_and_restart(daemon, short_tmp):
+def run_counter(daemon, cwd) -> Callable[[], int]:
+    """Start a session with an agent that prints 0, 1, 2…; a reader of its last number."""
     session = daemon.call("session.start", name="s")
     daemon.call("agent.run", command=[sys.executable, "-c", COUNTER], name="counter",
-                cwd=str(short_tmp))  # fmt: skip
+                cwd=str(cwd))  # fmt: skip
     log = daemon.state_dir / "logs" / session["id"] / "counter.log"
 
     def last() -> int:
         lines = log.read_text().split()
         return int(lines[-1]) if lines else -1
 
+    return last
+
+
+def test_a_log_has_no_gap_across_a_daemon_kill_and_restart(daemon, short_tmp):
+    last = run_counter(daemon, short_tmp)
     wait_for(lambda: last() >= 5, what="the counter to print")
     daemon.kill9()
     down = last()
