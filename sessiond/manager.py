@@ -592,7 +592,7 @@ class Manager:
         except StorageError as exc:
             log.error("%s; the error is counted but not stored: %s", exc.message, message)
         self._set_live(became)
-        if count >= s.error_threshold and became.state in _DISCONNECTABLE:
+        if policy.disconnects(count, s.error_threshold, became.state):
             try:
                 self.move(Event.ERROR_THRESHOLD, "session.disconnected",
                           f"session {live.name} disconnected: {count} errors within {window}"
@@ -764,7 +764,6 @@ class Manager:
 
 
 _ACTIVITY = frozenset({Event.ACTIVITY, Event.RESUME, Event.RECONNECT, Event.LAUNCHED})
-_DISCONNECTABLE = (State.ACTIVE, State.IDLE, State.PAUSED, State.SUSPENDED)
 ERROR_TEXT_MAX = 2000  # characters of an error's text kept: a report may hold a megabyte
 
 

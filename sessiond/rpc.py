@@ -142,6 +142,10 @@ class Method:
     params: tuple[Param, ...] = ()
     result: Schema = field(default_factory=dict)  # {}: anything; each method names its own
     errors: tuple[type[DomainError], ...] = ()
+    role_without_session: Role | None = None  # the role it needs when no session is live
+
+    def needs(self, live: bool) -> Role:
+        return self.role if live or self.role_without_session is None else self.role_without_session
 
     @property
     def is_async(self) -> bool:
@@ -204,8 +208,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            ref("export"), (NoSession, PermissionDenied)),
     Method("session.history", session_history, ANYONE,
            (P("limit", "integer"), P("before", "string", "null")), array(SESSION)),
+    # With no live session there is no owner: only an admin may end orphans (SPEC §2.5).
     Method("session.cleanup", session_cleanup, OW, (P("orphans_only", "boolean"),),
-           ref("cleanup")),
+           ref("cleanup"), role_without_session=Role.ADMIN),
     Method("events.tail", events_tail, ANYONE,
            (P("lines", "integer"), P("session", "string", "null")), array(ref("event")),
            (NoSession,)),
@@ -259,9 +264,7 @@ def _check_params(method: Method, params: dict[str, Any]) -> None:
 
 def _check_role(method: Method, ctx: Ctx) -> None:
     live = ctx.daemon.manager.live
-    needed = method.role
-    if method.name == "session.cleanup" and live is None:
-        needed = Role.ADMIN
+    needed = method.needs(live is not None)
     owner = live.owner.uid if live else None
     role = role_of(ctx.peer, owner, live.participant_uids() if live else frozenset(), ctx.admin)
     if role < needed:

@@ -21,10 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .core.session import TERMINAL
 from .errors import StorageError
 
 DB_NAME = "sessiond.db"
-TERMINAL_STATES = "('closed', 'expired', 'failed')"
+# The states that hold no lock, as SQL; the core's TERMINAL (a migration's index uses it,
+# so the set may grow only with a migration of its own).
+TERMINAL_STATES = "(" + ", ".join(sorted(f"'{state.value}'" for state in TERMINAL)) + ")"
 
 MIGRATIONS: list[str] = [
     f"""

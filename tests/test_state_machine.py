@@ -154,3 +154,9 @@ def test_backoff_doubles_and_caps(k, delay):
 def test_the_docs_diagram_is_generated_from_the_table():
     doc = (Path(__file__).parent.parent / "docs" / "states.md").read_text()
     assert doc.endswith(diagram())
+
+
+def test_the_threshold_disconnects_only_where_the_table_says():
+    where = {st for st in State if policy.disconnects(5, 5, st)}
+    assert where == {State.ACTIVE, State.IDLE, State.PAUSED, State.SUSPENDED}
+    assert not policy.disconnects(4, 5, State.ACTIVE)

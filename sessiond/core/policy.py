@@ -19,7 +19,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .session import Event, State
+from .session import TRANSITIONS, Event, State
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,12 @@ def next_stop_at(started_wall: float, hhmm: tuple[int, int], tz: dt.tzinfo | Non
     if candidate <= start:
         candidate = (candidate + dt.timedelta(days=1)).replace(hour=hour, minute=minute)
     return candidate.timestamp()
+
+
+def disconnects(count: int, threshold: int, state: State) -> bool:
+    """Whether `count` errors disconnect a session in `state`: at `threshold`, wherever the
+    table moves ERROR_THRESHOLD to DISCONNECTED (not while starting, stopping or already so)."""
+    return count >= threshold and TRANSITIONS[state][Event.ERROR_THRESHOLD] is State.DISCONNECTED
 
 
 def errors_in_window(times: Iterable[float], now: float, window: float) -> int:
