@@ -25,7 +25,16 @@ from typing import Any, Protocol
 from . import procs
 from .access import user_name
 from .config import AgentSpec
-from .core.agent import AgentEvent, AgentRefused, AgentState, Exit, describe_exit, on_exit, step
+from .core.agent import (
+    AgentEvent,
+    AgentRefused,
+    AgentState,
+    Desired,
+    Exit,
+    describe_exit,
+    on_exit,
+    step,
+)
 
 log = logging.getLogger("sessiond.agents")
 FACTS_MAX_AGE = 1.0  # seconds a sample of an agent's CPU and memory is shown for
@@ -73,7 +82,7 @@ class Agent:
     env: dict[str, str]
     log_path: Path
     state: AgentState = AgentState.STOPPED
-    desired: str = "running"  # "stopped" once a user stops it: kept across daemon restarts
+    desired: Desired = Desired.RUNNING
     pid: int | None = None
     start_ticks: int | None = None
     started_mono: float = 0.0

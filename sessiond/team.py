@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs, procs
 from .config import AgentSpec
-from .core.agent import AgentRefused, AgentState
+from .core.agent import AgentRefused, AgentState, Desired
 from .core.records import Session, rfc3339
 from .core.revive import Revival, revive_plan
 from .core.session import Event, State
@@ -232,7 +232,7 @@ class Team:
             spec=spec_from_dict(row["spec"]), uid=row["uid"], gid=row["gid"],
             groups=tuple(row["groups"]), token=row["token"], cwd=row["cwd"], env=row["env"],
             log_path=self.crew.log_path(live.id, row["name"]),
-            state=AgentState(row["state"]), desired=row["desired"],
+            state=AgentState(row["state"]), desired=Desired(row["desired"]),
             restarts=row["restarts"], exit_code=row["exit_code"],
             started_at=row["started_at"], start_ticks=row["start_ticks"],
         )  # fmt: skip
@@ -388,7 +388,7 @@ class Team:
 
     def start(self, live: Session, name: str) -> Agent:
         agent = self.find(live, name)
-        agent.desired = "running"
+        agent.desired = Desired.RUNNING
         try:
             self.supervisor.start(agent)
         except SpawnError as exc:
@@ -401,7 +401,7 @@ class Team:
 
     async def stop(self, live: Session, name: str) -> Agent:
         agent = self.find(live, name)
-        agent.desired = "stopped"  # and so it stays, across daemon restarts
+        agent.desired = Desired.STOPPED  # and so it stays, across daemon restarts
         await self.supervisor.stop(agent)
         return agent
 
@@ -486,7 +486,8 @@ def _agent_row(agent: Agent) -> dict[str, Any]:
     return {
         "session_id": agent.session_id, "name": agent.name, "spec": spec_to_dict(agent.spec),
         "uid": agent.uid, "gid": agent.gid, "groups": list(agent.groups), "token": agent.token,
-        "cwd": agent.cwd, "env": agent.env, "state": agent.state.value, "desired": agent.desired,
+        "cwd": agent.cwd, "env": agent.env, "state": agent.state.value,
+        "desired": agent.desired.value,
         "pid": agent.pid, "start_ticks": agent.start_ticks, "started_at": agent.started_at,
         "restarts": agent.restarts, "exit_code": agent.exit_code,
     }  # fmt: skip

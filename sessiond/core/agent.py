@@ -47,6 +47,13 @@ class AgentState(enum.Enum):
     FAILED = "failed"
 
 
+class Desired(enum.Enum):
+    """What a user asked of an agent; kept across daemon restarts (a stopped one stays so)."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
 class AgentEvent(enum.Enum):
     SPAWNED = "spawned"
     SPAWN_FAILED = "spawn_failed"

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from .agent import AgentState
+from .agent import AgentState, Desired
 
 UP = {AgentState.RUNNING.value, AgentState.PAUSED.value, AgentState.STOPPING.value}
 PENDING = {AgentState.STARTING.value, AgentState.BACKOFF.value}
@@ -32,6 +32,6 @@ def revive_plan(row: Mapping[str, Any], ticks_now: int | None) -> Revival:
         return Revival.ADOPT if same else Revival.DIED
     if state in PENDING:
         return Revival.START
-    if state == AgentState.STOPPED.value and row["desired"] == "running":
+    if state == AgentState.STOPPED.value and row["desired"] == Desired.RUNNING.value:
         return Revival.START  # stopped by the daemon's own shutdown (on_shutdown = "stop")
     return Revival.LEAVE
