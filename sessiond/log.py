@@ -11,6 +11,8 @@ import logging
 import sys
 from typing import Any
 
+from .core.events import CRASHES, WARNINGS
+
 PRIORITY = {
     logging.CRITICAL: 2,
     logging.ERROR: 3,
@@ -40,15 +42,8 @@ def setup(level: str) -> None:
     root.setLevel(NOTICE if level == "notice" else level.upper())
 
 
-WARNING_KINDS = frozenset(
-    {"agent.failed", "network.down", "session.disconnected", "session.failed", "session.error"}
-)
-
-
 def priority(event: dict[str, Any]) -> int:
     """The journal level of an event: warnings for failures and unexpected exits."""
     kind, data = event["kind"], event.get("data") or {}
-    crashed = kind in ("agent.backoff", "agent.restarting", "agent.exited") and data.get(
-        "exit_code"
-    ) not in (None, 0)
-    return logging.WARNING if kind in WARNING_KINDS or crashed else NOTICE
+    crashed = kind in CRASHES and data.get("exit_code") not in (None, 0)
+    return logging.WARNING if kind in WARNINGS or crashed else NOTICE

@@ -39,6 +39,7 @@ from .config import (
     session_overrides,
 )
 from .core import policy
+from .core.events import Kind
 from .core.records import Participant, Person, Session, check_name, generated_name, rfc3339
 from .core.session import TERMINAL, Effect, Event, Refused, State, step
 from .crew import Crew
@@ -129,7 +130,7 @@ class Manager:
         if found.state is State.STARTING:
             self.move(
                 Event.LAUNCH_FAILED,
-                "session.failed",
+                Kind.SESSION_FAILED,
                 "the daemon restarted while the session was starting",
                 close_reason="daemon restarted while starting",
             )
@@ -205,16 +206,16 @@ class Manager:
         )  # fmt: skip
         with self.transaction():
             self.store.save_session(fresh.to_row())
-            self._event(fresh, "session.starting", f"session {fresh.name} starting for "
+            self._event(fresh, Kind.SESSION_STARTING, f"session {fresh.name} starting for "
                         f"{fresh.owner.user}", {"owner": fresh.owner.to_wire()})  # fmt: skip
         self._set_live(fresh)
         failure = self.team.launch(fresh, self._template_agents(request.template),
                                    self.parent_checkpoints(fresh))  # fmt: skip
         if failure is not None:
-            return self.move(Event.LAUNCH_FAILED, "session.failed",
+            return self.move(Event.LAUNCH_FAILED, Kind.SESSION_FAILED,
                              f"session {fresh.name} failed to start: {failure}",
                              close_reason=failure)  # fmt: skip
-        return self.move(Event.LAUNCHED, "session.started",
+        return self.move(Event.LAUNCHED, Kind.SESSION_STARTED,
                          f"session {fresh.name} started by {fresh.owner.user}")  # fmt: skip
 
     def _template_agents(self, template: str | None) -> list[AgentSpec]:
@@ -259,7 +260,7 @@ class Manager:
         person = Participant(Person(peer.uid, peer.user, peer.pid, tty), time.time())
         others = tuple(p for p in live.participants if p.who.uid != peer.uid)
         return self.move(
-            Event.ACTIVITY, "session.joined", f"{peer.user} joined session {live.name}",
+            Event.ACTIVITY, Kind.SESSION_JOINED, f"{peer.user} joined session {live.name}",
             participants=(*others, person),
             also=lambda: self.store.save_participant(
                 live.id, {**person.who.to_wire(), "joined_at": person.joined_at}),
@@ -284,7 +285,7 @@ class Manager:
             self.store.delete_participant(live.id, peer.uid)
             self._event(
                 live,
-                "session.left",
+                Kind.SESSION_LEFT,
                 f"{peer.user} left session {live.name}",
                 {"user": peer.user, "uid": peer.uid},
             )
@@ -304,7 +305,7 @@ class Manager:
             await asyncio.shield(task)
 
     def _stop(self, live: Session, why: str) -> Session:
-        return self.move(Event.STOP, "session.stopping", f"session {live.name} stopping: {why}",
+        return self.move(Event.STOP, Kind.SESSION_STOPPING, f"session {live.name} stopping: {why}",
                          close_reason=why)  # fmt: skip
 
     async def _stop_agents(self, session: Session) -> None:
@@ -314,21 +315,21 @@ class Manager:
             self._stopping.pop(session.id, None)
         live = self.live
         if live is not None and live.id == session.id and live.state is State.STOPPING:
-            self.move(Event.STOPPED, "session.closed",
+            self.move(Event.STOPPED, Kind.SESSION_CLOSED,
                       f"session {live.name} closed: {live.close_reason}")  # fmt: skip
 
     def pause(self, peer: Peer, name: str | None, reason: str | None) -> Session:
         live = self.resolve(name)
         why = reason or f"paused by {peer.user}"
         return self.move(
-            Event.PAUSE, "session.paused", f"session {live.name} paused: {why}", pause_reason=why
+            Event.PAUSE, Kind.SESSION_PAUSED, f"session {live.name} paused: {why}", pause_reason=why
         )
 
     def resume(self, peer: Peer, name: str | None) -> Session:
         live = self.resolve(name)
         return self.move(
             Event.RESUME,
-            "session.resumed",
+            Kind.SESSION_RESUMED,
             f"session {live.name} resumed by {peer.user}",
             pause_reason=None,
         )
@@ -347,7 +348,7 @@ class Manager:
             live = self.resolve(name)
         return self.move(
             Event.RECONNECT,
-            "session.reconnected",
+            Kind.SESSION_RECONNECTED,
             f"session {live.name} reconnected by {peer.user}",
             errors_reset_at=time.time(),
             error_times=(),
@@ -360,7 +361,7 @@ class Manager:
     # -- moving --------------------------------------------------------------
 
     def move(
-        self, event: Event, kind: str | None, message: str,
+        self, event: Event, kind: Kind | None, message: str,
         also: Callable[[], None] | None = None, **changes: Any,
     ) -> Session:  # fmt: skip
         """Apply `event` to the live session: step, persist, then make current."""
@@ -390,7 +391,7 @@ class Manager:
             elif moved:
                 self._event(
                     became,
-                    f"session.{new_state.value}",
+                    Kind.of_session(new_state),
                     f"session {live.name} is {new_state.value} again",
                     {},
                 )
@@ -440,10 +441,10 @@ class Manager:
         if online and previous is False:  # online at start-up is no news
             grace = format_duration(self.config.daemon.network_grace)
             self._network_event(
-                True, "network.up", f"network up: a default route is back for {grace}"
+                True, Kind.NETWORK_UP, f"network up: a default route is back for {grace}"
             )
         elif not online and previous is not False:
-            self._network_event(False, "network.down",
+            self._network_event(False, Kind.NETWORK_DOWN,
                                 "network down: no default route via an interface up")  # fmt: skip
         self.follow_network()
 
@@ -451,11 +452,11 @@ class Manager:
         """netwatch cannot watch the network (any more): nothing waits for it."""
         self.network_watched = False
         self.online = True
-        self._network_event(True, "network.unwatched", "network no longer watched: agents "
+        self._network_event(True, Kind.NETWORK_UNWATCHED, "network no longer watched: agents "
                             "with needs_network run regardless")  # fmt: skip
         self.follow_network()
 
-    def _network_event(self, online: bool, kind: str, message: str) -> None:
+    def _network_event(self, online: bool, kind: Kind, message: str) -> None:
         live = self.live
         try:
             with self.transaction():
@@ -480,12 +481,12 @@ class Manager:
             self.watch_network()
         try:
             if self.online is False and wanted and live.state in (State.ACTIVE, State.IDLE):
-                self.move(Event.NETWORK_DOWN, "session.suspended",
+                self.move(Event.NETWORK_DOWN, Kind.SESSION_SUSPENDED,
                           f"session {live.name} suspended: network down",
                           pause_reason="network down")  # fmt: skip
             elif self.online is True and live.state is State.SUSPENDED:
                 why = "the network is back" if self.network_watched else "network not watched"
-                self.move(Event.NETWORK_UP, "session.resumed",
+                self.move(Event.NETWORK_UP, Kind.SESSION_RESUMED,
                           f"session {live.name} resumed: {why}", pause_reason=None)  # fmt: skip
         except StorageError as exc:
             log.error("%s; retrying in %gs", exc.message, RETRY_SECONDS)
@@ -551,7 +552,7 @@ class Manager:
         if due.event is Event.IDLE_TIMEOUT:
             self.move(
                 due.event,
-                "session.idle",
+                Kind.SESSION_IDLE,
                 f"session {live.name} is idle after "
                 f"{format_duration(s.idle_after)} without activity",
             )
@@ -559,7 +560,7 @@ class Manager:
             why = f"no activity for {format_duration(s.timeout)}"
             self.move(
                 due.event,
-                "session.expired",
+                Kind.SESSION_EXPIRED,
                 f"session {live.name} expired: {why}",
                 close_reason=f"expired: {why}",
             )
@@ -584,7 +585,7 @@ class Manager:
                 self.store.save_session(became.to_row())
                 self._event(
                     became,
-                    "session.error",
+                    Kind.SESSION_ERROR,
                     f"session {live.name}: error {count} of {s.error_threshold} within "
                     f"{window}: {message}",
                     {"agent": agent, "text": text, "count": count},
@@ -594,7 +595,7 @@ class Manager:
         self._set_live(became)
         if policy.disconnects(count, s.error_threshold, became.state):
             try:
-                self.move(Event.ERROR_THRESHOLD, "session.disconnected",
+                self.move(Event.ERROR_THRESHOLD, Kind.SESSION_DISCONNECTED,
                           f"session {live.name} disconnected: {count} errors within {window}"
                           f" (threshold {s.error_threshold}), the last: {message}")  # fmt: skip
             except StorageError as exc:
@@ -740,11 +741,11 @@ class Manager:
             return
         log.info("the disk took the records it had refused")
 
-    def _event(self, s: Session, kind: str, message: str, data: Mapping[str, Any]) -> None:
+    def _event(self, s: Session, kind: Kind, message: str, data: Mapping[str, Any]) -> None:
         self.event_for(s.id, s.name, kind, message, data)
 
     def event_for(
-        self, session_id: str | None, name: str | None, kind: str, message: str,
+        self, session_id: str | None, name: str | None, kind: Kind, message: str,
         data: Mapping[str, Any],
     ) -> None:  # fmt: skip
         """Record an event inside transaction(); it is published once that commits."""

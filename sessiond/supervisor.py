@@ -35,6 +35,7 @@ from .core.agent import (
     on_exit,
     step,
 )
+from .core.events import Kind
 
 log = logging.getLogger("sessiond.agents")
 FACTS_MAX_AGE = 1.0  # seconds a sample of an agent's CPU and memory is shown for
@@ -55,7 +56,7 @@ class CwdRefused(OSError):
 
 
 class Hooks(Protocol):
-    def agent_changed(self, agent: Agent, kind: str, message: str) -> None: ...
+    def agent_changed(self, agent: Agent, kind: Kind, message: str) -> None: ...
     def agent_error(self, agent: Agent, text: str) -> None: ...  # "exited with 1", …
 
 
@@ -133,7 +134,7 @@ class Supervisor:
                 reason = f"{agent.spec.command[0]}: {why} (run as {user})"
                 hint = "check the command name and that it is executable"
             message = f"unable to start agent {agent.name}: {reason}"
-            self.hooks.agent_changed(agent, "agent.failed", message)
+            self.hooks.agent_changed(agent, Kind.AGENT_FAILED, message)
             raise SpawnError(message, hint, reason) from None
         pid = agent.popen.pid
         agent.pid, agent.start_ticks = pid, procs.start_time(pid)
@@ -142,7 +143,9 @@ class Supervisor:
         agent.ended = asyncio.get_running_loop().create_future()
         self.by_pid[pid] = agent
         agent.state = step(agent.state, AgentEvent.SPAWNED)
-        self.hooks.agent_changed(agent, "agent.started", f"agent {agent.name} started (pid {pid})")
+        self.hooks.agent_changed(
+            agent, Kind.AGENT_STARTED, f"agent {agent.name} started (pid {pid})"
+        )
 
     def _popen(self, agent: Agent) -> subprocess.Popen[bytes]:
         out = self.output.open(agent)
@@ -183,7 +186,9 @@ class Supervisor:
         agent.started_mono = time.monotonic() - procs.age(pid)
         agent.ended = loop.create_future()
         loop.add_reader(fd, self._adopted_exited, agent, fd)
-        self.hooks.agent_changed(agent, "agent.adopted", f"agent {agent.name} adopted (pid {pid})")
+        self.hooks.agent_changed(
+            agent, Kind.AGENT_ADOPTED, f"agent {agent.name} adopted (pid {pid})"
+        )
 
     def _adopted_exited(self, agent: Agent, fd: int) -> None:
         asyncio.get_running_loop().remove_reader(fd)
@@ -225,7 +230,7 @@ class Supervisor:
         if agent.ended is not None and not agent.ended.done():
             agent.ended.set_result(code)
         at_once = verdict.event is AgentEvent.EXIT_RESTART and verdict.delay <= 0
-        kind = "agent.restarting" if at_once else f"agent.{agent.state.value}"
+        kind = Kind.AGENT_RESTARTING if at_once else Kind.of_agent(agent.state)
         self.hooks.agent_changed(agent, kind, f"agent {agent.name} {verdict.reason}")
         if verdict.error:
             self.hooks.agent_error(agent, describe_exit(code))
@@ -263,13 +268,13 @@ class Supervisor:
         if agent.state is AgentState.RUNNING and agent.pid is not None:
             self._signal(agent, signal.SIGSTOP)
             agent.state = step(agent.state, AgentEvent.PAUSE)
-            self.hooks.agent_changed(agent, "agent.paused", f"agent {agent.name} paused")
+            self.hooks.agent_changed(agent, Kind.AGENT_PAUSED, f"agent {agent.name} paused")
 
     def resume(self, agent: Agent) -> None:
         if agent.state is AgentState.PAUSED and agent.pid is not None:
             self._signal(agent, signal.SIGCONT)
             agent.state = step(agent.state, AgentEvent.RESUME)
-            self.hooks.agent_changed(agent, "agent.running", f"agent {agent.name} resumed")
+            self.hooks.agent_changed(agent, Kind.AGENT_RUNNING, f"agent {agent.name} resumed")
 
     def settle(self, agent: Agent, stopped: bool) -> None:
         """An adopted agent: stopped or running as its session wants, whatever its row said."""
@@ -278,7 +283,7 @@ class Supervisor:
         if agent.state in (AgentState.RUNNING, AgentState.PAUSED) and agent.state is not want:
             verb = "paused" if stopped else "resumed"
             agent.state = step(agent.state, AgentEvent.PAUSE if stopped else AgentEvent.RESUME)
-            self.hooks.agent_changed(agent, f"agent.{want.value}", f"agent {agent.name} {verb}")
+            self.hooks.agent_changed(agent, Kind.of_agent(want), f"agent {agent.name} {verb}")
 
     def kill(self, agent: Agent, sig: int) -> None:
         if agent.pid is None:
@@ -298,7 +303,7 @@ class Supervisor:
             agent.timer = None
         if agent.state in (AgentState.BACKOFF, AgentState.STARTING):
             agent.state = step(agent.state, AgentEvent.STOP)
-            self.hooks.agent_changed(agent, "agent.stopped", f"agent {agent.name} stopped")
+            self.hooks.agent_changed(agent, Kind.AGENT_STOPPED, f"agent {agent.name} stopped")
 
     async def stop(self, agent: Agent, census: procs.Census | None = None) -> None:
         """SIGTERM to the agent's group and stragglers; SIGKILL after stop_timeout."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import logs, procs
 from .config import AgentSpec
 from .core.agent import AgentRefused, AgentState, Desired
+from .core.events import Kind
 from .core.records import Session, rfc3339
 from .core.revive import Revival, revive_plan
 from .core.session import Event, State
@@ -68,18 +69,18 @@ class Team:
         )
         self.logs = logs.Followers(self._lines, self._wanted)
         self._dirty: dict[Agent, None] = {}
-        self._pending_events: list[tuple[Agent, str, str]] = []
+        self._pending_events: list[tuple[Agent, Kind, str]] = []
         self._flush_armed = False
 
     # -- Hooks ---------------------------------------------------------------
 
-    def agent_changed(self, agent: Agent, kind: str, message: str) -> None:
+    def agent_changed(self, agent: Agent, kind: Kind, message: str) -> None:
         self._dirty[agent] = None
         self._pending_events.append((agent, kind, message))
         if not self._flush_armed:
             self._flush_armed = True
             asyncio.get_running_loop().call_soon(self._flush)
-        if kind == "agent.started" and self._held(agent):
+        if kind is Kind.AGENT_STARTED and self._held(agent):
             self.supervisor.pause(agent)  # recorded after its start
 
     def _lines(self, key: str, lines: list[str]) -> None:
@@ -136,7 +137,7 @@ class Team:
             self._write_apart(dirty, events)
         self._dirty, self._pending_events = {}, []
 
-    def _write(self, dirty: list[Agent], events: list[tuple[Agent, str, str]]) -> None:
+    def _write(self, dirty: list[Agent], events: list[tuple[Agent, Kind, str]]) -> None:
         with self.manager.transaction():
             for agent in dirty:
                 self.store.save_agent(_agent_row(agent))
@@ -149,9 +150,9 @@ class Team:
                     {"agent": agent.name, "pid": agent.pid, "exit_code": agent.exit_code},
                 )
 
-    def _write_apart(self, dirty: list[Agent], events: list[tuple[Agent, str, str]]) -> None:
+    def _write_apart(self, dirty: list[Agent], events: list[tuple[Agent, Kind, str]]) -> None:
         """Each change in a transaction of its own: only the one that cannot be written is lost."""
-        changes: list[tuple[list[Agent], list[tuple[Agent, str, str]]]] = [
+        changes: list[tuple[list[Agent], list[tuple[Agent, Kind, str]]]] = [
             ([agent], []) for agent in dirty
         ] + [([], [event]) for event in events]
         for rows, items in changes:
