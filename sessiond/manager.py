@@ -126,7 +126,7 @@ class Manager:
         errors = tuple(self.store.error_times(row["id"], since))
         found = Session.from_row(row, self.store.participants(row["id"]), errors)
         self._set_live(found)
-        self.team.adopt(found)
+        census = self.team.adopt(found)  # one pass over /proc serves the orphans too
         if found.state is State.STARTING:
             self.move(
                 Event.LAUNCH_FAILED,
@@ -136,7 +136,7 @@ class Manager:
             )
         elif found.state is State.STOPPING:
             self._stopping[found.id] = self.spawn(self._stop_agents(found))
-        self.team.find_orphans()
+        self.team.find_orphans(census)
         self._arm()
         asyncio.get_running_loop().call_soon(self.follow_network)
 

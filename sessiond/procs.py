@@ -206,8 +206,7 @@ class Pidfds:
         finally:
             for fd in self.fds.values():
                 loop.remove_reader(fd)
-        ended = set(select.select(list(self.fds.values()), [], [], 0)[0]) if self.fds else set()
-        return {pid for pid, fd in self.fds.items() if fd not in ended}
+        return {pid for pid, fd in self.fds.items() if not _readable(fd)}
 
     def close(self) -> None:
         for fd in self.fds.values():
@@ -241,6 +240,13 @@ async def terminate(
             late.close()
     finally:
         handles.close()
+
+
+def _readable(fd: int) -> bool:
+    # poll, not select: with the raised RLIMIT_NOFILE a pidfd may be above 1023.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _killpg(pgid: int | None, sig: int) -> None:

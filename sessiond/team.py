@@ -195,12 +195,13 @@ class Team:
             return str(exc)
         return None
 
-    def adopt(self, live: Session) -> None:
+    def adopt(self, live: Session) -> procs.Census:
         """After a daemon restart: take back the live session's agents (SPEC §3).
 
         An agent still alive, the same process by pid and start time, is watched
         again; one that died meanwhile is an exit under its restart policy; one a
         user stopped stays stopped; one stopped by our own shutdown starts again.
+        Returns the census of /proc it read, which finds the orphans too.
         """
         rows = self.store.agents(live.id)
         revived = [(self._revive(live, row), row) for row in rows]
@@ -226,6 +227,7 @@ class Team:
                 self.supervisor.died_meanwhile(agent)
             elif plan is Revival.START and live.state in RUNNABLE:
                 self.supervisor.start(agent)
+        return census
 
     def _revive(self, live: Session, row: dict[str, Any]) -> Agent:
         agent = Agent(
@@ -240,9 +242,9 @@ class Team:
         self.crew.restore(agent)
         return agent
 
-    def find_orphans(self) -> None:
+    def find_orphans(self, census: procs.Census | None = None) -> None:
         """Processes with this daemon's marker that belong to no agent we know (SPEC §3)."""
-        census = procs.Census(self.crew.instance)
+        census = census or procs.Census(self.crew.instance)
         for token, pids in census.marked().items():
             if token not in self.crew.by_token:
                 for pid in pids:
