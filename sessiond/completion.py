@@ -142,7 +142,7 @@ def names(client: Client, kind: str) -> list[str]:
     Only well-formed names are passed on: bash's `compgen -W` expands what it
     is given, and a socket that is not sessiond's could answer `$(rm …)`.
     """
-    from sessiond.config import NAME_RE  # noqa: PLC0415 -- the one heavy import, for a TAB
+    from sessiond.core.units import NAME_RE  # noqa: PLC0415 -- the one heavy import, for a TAB
 
     client.timeout = HELPER_TIMEOUT
     try:

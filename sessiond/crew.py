@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sessiond.core.settings import AgentSpec, RestartPolicy
+from sessiond.core.units import NAME_RE
+
 from .access import Peer, groups_of
-from .config import NAME_RE, AgentSpec, RestartPolicy
 from .core.agent import describe_exit
 from .core.records import rfc3339
 from .errors import InvalidParams, LimitReached, PermissionDenied

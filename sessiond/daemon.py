@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sessiond.config import ConfigError, resolve_config
+from sessiond.core.settings import Config
+
 from . import __version__, log, procs
 from .access import group_id
-from .config import Config, ConfigError, resolve_config
 from .crew import Crew
 from .errors import SessiondError, StartupError
 from .manager import Manager

@@ -27,17 +27,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from sessiond.config import ConfigError
+from sessiond.core.settings import AgentSpec, Config, OnShutdown, SessionSettings, session_overrides
+from sessiond.core.units import format_duration, parse_clock
+
 from .access import Peer
-from .config import (
-    AgentSpec,
-    Config,
-    ConfigError,
-    OnShutdown,
-    SessionSettings,
-    format_duration,
-    parse_clock,
-    session_overrides,
-)
 from .core import policy
 from .core.events import Kind
 from .core.records import Participant, Person, Session, check_name, generated_name, rfc3339

@@ -24,6 +24,8 @@ from jsonrpcserver import dispatch_to_response as sync_dispatch
 from jsonrpcserver.response import to_serializable_one
 from jsonrpcserver.result import Result
 
+from sessiond.core.settings import SESSION_KEYS
+
 from . import __version__
 from .access import Peer, Role, role_of
 from .agent_handlers import (
@@ -38,7 +40,6 @@ from .agent_handlers import (
     logs_tail,
     metrics_get,
 )
-from .config import SESSION_KEYS
 from .errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,

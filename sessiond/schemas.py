@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .config import SESSION_KEYS, RestartPolicy
+from sessiond.core.settings import SESSION_KEYS, RestartPolicy
+
 from .core.agent import AgentState
 from .core.session import State
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from sessiond.core.settings import AgentSpec
+
 from . import procs
 from .access import user_name
-from .config import AgentSpec
 from .core.agent import (
     AgentEvent,
     AgentRefused,

@@ -18,8 +18,9 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from sessiond.core.settings import AgentSpec
+
 from . import logs, procs
-from .config import AgentSpec
 from .core.agent import AgentRefused, AgentState, Desired
 from .core.events import Kind
 from .core.records import Session, rfc3339

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from sessiond.config import AgentSpec, RestartPolicy
 from sessiond.core.agent import (
     REFUSE,
     STAY,
@@ -18,6 +17,7 @@ from sessiond.core.agent import (
     step,
 )
 from sessiond.core.revive import Revival, revive_plan
+from sessiond.core.settings import AgentSpec, RestartPolicy
 
 SPEC = AgentSpec(name="a", command=("x",), min_uptime=10, backoff_initial=1, backoff_max=30,
                  max_restarts=3)  # fmt: skip

@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
-from sessiond import cli, config, show
+from sessiond import cli, show
 from sessiond.cli import main, parse_duration, start_timeout
 from sessiond.client import Client, Disconnected, NoReply, RemoteError, Unreachable
+from sessiond.core import settings, units
 from sessiond.errors import EXIT_CODES, exit_code_for
 from sessiond.show import fmt_bytes, fmt_duration, fmt_exit, fmt_relative, status_lines
 
@@ -230,8 +231,8 @@ def test_rewrite_argv_joins_dash_values_to_duration_options_only() -> None:
 
 def test_set_keys_are_the_session_keys_of_config() -> None:
     """sessionc cannot import config.py (too heavy): its copy of the key list must keep up."""
-    assert tuple(config.SESSION_KEYS) == cli.SESSION_SET_KEYS
-    assert not set(cli.RESERVED_SET_KEYS) & set(config.SESSION_KEYS)
+    assert tuple(settings.SESSION_KEYS) == cli.SESSION_SET_KEYS
+    assert not set(cli.RESERVED_SET_KEYS) & set(settings.SESSION_KEYS)
 
 
 @pytest.mark.parametrize(
@@ -249,7 +250,7 @@ def test_an_unknown_set_key_is_a_usage_error_listing_the_keys(
     err = capsys.readouterr().err
     assert f"error: argument --set: {expected}" in err
     if "give" not in expected:
-        assert f"(the keys: {', '.join(config.SESSION_KEYS)})" in err
+        assert f"(the keys: {', '.join(settings.SESSION_KEYS)})" in err
 
 
 # ---------------------------------------------------------------- one subparser, or none
@@ -455,7 +456,7 @@ def test_parse_duration_says_what_is_wrong(text: str, message: str) -> None:
 def test_cli_and_config_read_durations_alike(text: str) -> None:
     """sessionc keeps its own parser (config.py is too heavy to import): the two must agree."""
     try:
-        expected: float | None = config.parse_duration(text)
+        expected: float | None = units.parse_duration(text)
     except ValueError:
         expected = None
     try:

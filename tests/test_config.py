@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessiond.config import (
+from sessiond.config import default_config_path, load_config, reference, resolve_config
+from sessiond.core.settings import (
     AGENT_KEYS,
     DAEMON_KEYS,
-    DURATION_RULE,
     ENV_KEYS,
     SESSION_KEYS,
     TEMPLATE_KEYS,
@@ -28,16 +28,10 @@ from sessiond.config import (
     RestartPolicy,
     SessionSettings,
     Template,
-    default_config_path,
-    format_duration,
-    load_config,
-    parse_clock,
-    parse_duration,
-    reference,
-    resolve_config,
     session_overrides,
     session_settings_to_wire,
 )
+from sessiond.core.units import DURATION_RULE, format_duration, parse_clock, parse_duration
 from sessiond.errors import ConfigError, Problem
 
 SPEC_EXAMPLE = """

@@ -26,17 +26,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import DaemonProcess, raw_connection, wait_for
-from sessiond.config import (
+from sessiond.config import load_config
+from sessiond.core.settings import (
     AGENT_KEYS,
     DAEMON_KEYS,
     ENV_KEYS,
     SESSION_KEYS,
     TEMPLATE_KEYS,
     SessionSettings,
-    load_config,
-    parse_duration,
     session_overrides,
 )
+from sessiond.core.units import parse_duration
 from sessiond.errors import ConfigError, InvalidParams
 from sessiond.rpc import METHODS, _check_params
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from sessiond import cli, config, errors, paths
+from sessiond.core import settings
 
 REPO = Path(__file__).resolve().parents[1]
 MAN = REPO / "man"
@@ -360,7 +361,7 @@ def test_daemon_environment_is_documented(sessiond_page: Page) -> None:
     ]
     functions = [paths.system_socket, paths.system_state_dir, paths.user_runtime_dir]
     read = variables_read(*modules, *map(inspect.getsource, functions))
-    read |= {daemon.HANG_SWITCH, *config.ENV_KEYS}
+    read |= {daemon.HANG_SWITCH, *settings.ENV_KEYS}
     assert read - environment_tags(sessiond_page) == set()
 
 
@@ -382,8 +383,8 @@ def test_daemon_files_are_documented(sessiond_page: Page, tmp_path: Path) -> Non
 
 # --- sessiond.toml(5) against the settings tables ------------------------------
 
-HEADERS = {f"[{name}]": table for name, table in config.SECTIONS.items()} | {
-    f"[{name}.NAME]": table for name, table in config.NAMED_SECTIONS.items()
+HEADERS = {f"[{name}]": table for name, table in settings.SECTIONS.items()} | {
+    f"[{name}.NAME]": table for name, table in settings.NAMED_SECTIONS.items()
 }
 _KEY_TAG = re.compile(r"(\w+) = (.+?) \((?:default (.+)|required)\)")
 
@@ -410,11 +411,11 @@ def reference_defaults() -> dict[str, dict[str, str]]:
     return tables
 
 
-def own_keys(header: str) -> dict[str, config.Setting]:
+def own_keys(header: str) -> dict[str, settings.Setting]:
     """A table's own keys; a template's [session] keys are documented under [session]."""
     table = HEADERS[header]
     own = header != "[templates.NAME]"
-    return {key: s for key, s in table.items() if own or key not in config.SESSION_KEYS}
+    return {key: s for key, s in table.items() if own or key not in settings.SESSION_KEYS}
 
 
 def test_every_table_is_documented(toml_page: Page) -> None:
@@ -436,12 +437,12 @@ def test_keys_types_and_defaults_match_the_settings(toml_page: Page, header: str
 
 def test_templates_take_every_session_key(toml_page: Page) -> None:
     text = toml_page.sections["TABLES"]["[templates.NAME]"].text
-    assert all(key in text for key in config.SESSION_KEYS)
+    assert all(key in text for key in settings.SESSION_KEYS)
 
 
 def test_environment_overrides_are_documented(toml_page: Page, sessiond_page: Page) -> None:
-    assert set(config.ENV_KEYS) <= environment_tags(toml_page)
-    assert set(config.ENV_KEYS) <= environment_tags(sessiond_page)
+    assert set(settings.ENV_KEYS) <= environment_tags(toml_page)
+    assert set(settings.ENV_KEYS) <= environment_tags(sessiond_page)
 
 
 def test_example_file_is_valid_complete_and_shows_the_defaults(
@@ -451,10 +452,13 @@ def test_example_file_is_valid_complete_and_shows_the_defaults(
     path = tmp_path / "sessiond.toml"
     path.write_text(text)
     loaded = config.load_config(path, {})
-    assert (loaded.daemon, loaded.session) == (config.DaemonSettings(), config.SessionSettings())
+    assert (loaded.daemon, loaded.session) == (
+        settings.DaemonSettings(),
+        settings.SessionSettings(),
+    )
     doc = tomllib.loads(text)
-    for section, table in config.SECTIONS.items():
+    for section, table in settings.SECTIONS.items():
         assert set(doc[section]) == set(table), f"[{section}] in the example"
-    for section in config.NAMED_SECTIONS:
+    for section in settings.NAMED_SECTIONS:
         widest = max(doc[section].values(), key=len)
         assert set(own_keys(f"[{section}.NAME]")) <= set(widest), f"[{section}.*] in the example"

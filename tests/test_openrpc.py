@@ -26,10 +26,10 @@ from test_agents import SLEEPER, agent, agents_of
 from test_errors import token_of
 
 from harness import connect_as, raw_connection, read_line, wait_for
-from sessiond.config import SessionSettings
 from sessiond.core.health import health
 from sessiond.core.records import Person, Session
 from sessiond.core.session import State
+from sessiond.core.settings import SessionSettings
 from sessiond.rpc import METHODS
 
 EXTENSIONS = {"^x-": {}}

@@ -29,7 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from ..config import AgentSpec, RestartPolicy, format_duration
+from sessiond.core.settings import AgentSpec, RestartPolicy
+from sessiond.core.units import format_duration
+
 from .policy import backoff_delay
 from .session import REFUSE, STAY, Marker
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import format_duration
+from sessiond.core.units import format_duration
+
 from .records import Session
 from .session import State
 

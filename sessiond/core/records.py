@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from ..config import NAME_RE, SessionSettings, session_settings_to_wire
+from sessiond.core.settings import SessionSettings, session_settings_to_wire
+from sessiond.core.units import NAME_RE
+
 from ..errors import InvalidParams
 from .policy import errors_in_window
 from .session import State
