@@ -171,7 +171,7 @@ def one(python: str, base: Path, measure: Callable[[Run], T], flags: tuple[str, 
         run.stop()
 
 
-WATCHED = ("sessiond.daemon", "sessiond.server", "sessiond.rpc", "asyncio", "sqlite3", "ssl",
+WATCHED = ("sessiond.main", "sessiond.server", "sessiond.rpc", "asyncio", "sqlite3", "ssl",
            "jsonrpcserver", "jsonschema", "oslash", "http.server", "platformdirs", "sdnotify",
            "psutil", "pyroute2")  # fmt: skip
 

@@ -91,7 +91,7 @@ from .jsonrpc import (
 from .schemas import AGENT, AGENTS, EMPTY, SESSION, Schema, array, document, ref
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from sessiond.main import Daemon
     from .server import Connection
 
 BATCH_MAX = 1000  # requests in one batch (SPEC §6)

@@ -52,7 +52,7 @@ from .access import Peer, groups_of, is_admin
 from .errors import INVALID_REQUEST, LimitReached
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from sessiond.main import Daemon
 
 log = logging.getLogger("sessiond.server")
 

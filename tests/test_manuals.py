@@ -316,7 +316,7 @@ def test_exit_statuses_match_the_code(sessionc_page: Page) -> None:
 
 def daemon_parser(monkeypatch: pytest.MonkeyPatch) -> argparse.ArgumentParser:
     """The parser sessiond.daemon.parse_args builds, caught as it parses."""
-    from sessiond import daemon  # noqa: PLC0415 -- heavy: only the tests that need it
+    from sessiond import main as daemon  # noqa: PLC0415 -- heavy: only the tests that need it
 
     made: list[argparse.ArgumentParser] = []
 
@@ -353,7 +353,7 @@ def environment_tags(page: Page) -> set[str]:
 
 
 def test_daemon_environment_is_documented(sessiond_page: Page) -> None:
-    from sessiond import daemon  # noqa: PLC0415
+    from sessiond import main as daemon  # noqa: PLC0415
 
     client_side = {"cli.py", "client.py", "paths.py"}
     modules = [
@@ -373,7 +373,7 @@ def test_sessionc_environment_is_documented(sessionc_page: Page) -> None:
 
 
 def test_daemon_files_are_documented(sessiond_page: Page, tmp_path: Path) -> None:
-    from sessiond import daemon, store  # noqa: PLC0415
+    from sessiond import main as daemon, store  # noqa: PLC0415
 
     files = " ".join(e.text for e in sessiond_page.entries("FILES"))
     lock = daemon.InstanceLock(tmp_path).path.name

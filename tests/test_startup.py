@@ -12,7 +12,7 @@ import platformdirs
 import pytest
 
 from harness import DaemonProcess, raw_connection, read_line
-from sessiond import daemon as sessiond_daemon
+from sessiond import main as sessiond_daemon
 
 PING = b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}\n'
 

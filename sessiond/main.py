@@ -29,15 +29,15 @@ from typing import Any
 from sessiond.config import ConfigError, resolve_config
 from sessiond.core.settings import Config
 
-from . import __version__, log, procs
-from .access import group_id
-from .crew import Crew
-from .errors import SessiondError, StartupError
-from .manager import Manager
-from .netwatch import NetWatch
-from .paths import system_socket, system_state_dir, user_socket
-from .server import Connection, Limits, Server
-from .store import Store
+from sessiond import __version__, log, procs
+from sessiond.access import group_id
+from sessiond.crew import Crew
+from sessiond.errors import SessiondError, StartupError
+from sessiond.manager import Manager
+from sessiond.netwatch import NetWatch
+from sessiond.paths import system_socket, system_state_dir, user_socket
+from sessiond.server import Connection, Limits, Server
+from sessiond.store import Store
 
 logger = logging.getLogger("sessiond")
 SD_LISTEN_FDS_START = 3
