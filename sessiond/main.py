@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sessiond.config import ConfigError, resolve_config
-from sessiond.core.settings import Config
-
 from sessiond import __version__, log, procs
 from sessiond.access import group_id
+from sessiond.config import ConfigError, resolve_config
+from sessiond.core.settings import Config
 from sessiond.crew import Crew
 from sessiond.errors import SessiondError, StartupError
 from sessiond.manager import Manager

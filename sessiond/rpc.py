@@ -92,6 +92,7 @@ from .schemas import AGENT, AGENTS, EMPTY, SESSION, Schema, array, document, ref
 
 if TYPE_CHECKING:
     from sessiond.main import Daemon
+
     from .server import Connection
 
 BATCH_MAX = 1000  # requests in one batch (SPEC §6)

@@ -373,7 +373,8 @@ def test_sessionc_environment_is_documented(sessionc_page: Page) -> None:
 
 
 def test_daemon_files_are_documented(sessiond_page: Page, tmp_path: Path) -> None:
-    from sessiond import main as daemon, store  # noqa: PLC0415
+    from sessiond import main as daemon  # noqa: PLC0415
+    from sessiond import store
 
     files = " ".join(e.text for e in sessiond_page.entries("FILES"))
     lock = daemon.InstanceLock(tmp_path).path.name
