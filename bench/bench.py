@@ -355,7 +355,7 @@ def report(res: dict) -> None:
     print(f"mode      {'quick' if res['quick'] else 'full'}\n")
     print_table(table(res))
     print("\nsessionc imports (-X importtime -m sessiond.cli), top 10 by cumulative time")
-    print("(sessiond.cli itself runs as __main__, so its own compile time is not listed):")
+    print("(sessiond.cli.__main__ runs as __main__; sessiond.cli.main is listed):")
     print(f"{'cumulative us':>14} {'self us':>9}  module")
     for imp in res["imports_top"]:
         print(f"{imp['cum_us']:>14} {imp['self_us']:>9}  {imp['module']}")

@@ -171,9 +171,9 @@ def one(python: str, base: Path, measure: Callable[[Run], T], flags: tuple[str, 
         run.stop()
 
 
-WATCHED = ("sessiond.main", "sessiond.server", "sessiond.rpc", "asyncio", "sqlite3", "ssl",
-           "jsonrpcserver", "jsonschema", "oslash", "http.server", "platformdirs", "sdnotify",
-           "psutil", "pyroute2")  # fmt: skip
+WATCHED = ("sessiond.main", "sessiond.wire.server", "sessiond.wire.methods", "asyncio",
+           "sqlite3", "ssl", "jsonrpcserver", "jsonschema", "oslash", "http.server",
+           "platformdirs", "sdnotify", "psutil", "pyroute2")  # fmt: skip
 
 
 def imports(python: str, base: Path) -> tuple[float, dict[str, float | None]]:

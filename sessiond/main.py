@@ -26,17 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sessiond import __version__, log, procs
-from sessiond.access import group_id
+from sessiond import __version__, log
 from sessiond.config import ConfigError, resolve_config
 from sessiond.core.settings import Config
-from sessiond.crew import Crew
+from sessiond.daemon import procs
+from sessiond.daemon.access import group_id
+from sessiond.daemon.crew import Crew
+from sessiond.daemon.netwatch import NetWatch
+from sessiond.daemon.sessions import Manager
+from sessiond.daemon.store import Store
 from sessiond.errors import SessiondError, StartupError
-from sessiond.manager import Manager
-from sessiond.netwatch import NetWatch
 from sessiond.paths import system_socket, system_state_dir, user_socket
-from sessiond.server import Connection, Limits, Server
-from sessiond.store import Store
+from sessiond.wire.server import Connection, Limits, Server
 
 logger = logging.getLogger("sessiond")
 SD_LISTEN_FDS_START = 3

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sessiond.client import Client
+from sessiond.cli.client import Client
 
 READY_TIMEOUT = 10.0
 SESSIONC = shutil.which("sessionc", path=str(Path(sys.executable).parent))

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness import SESSIONC, marked_pids, raw_connection, read_line, wait_for
-from sessiond.client import RemoteError
+from sessiond.cli.client import RemoteError
 
 PY = json.dumps(sys.executable)
 

@@ -25,12 +25,13 @@ from typing import Any
 
 import pytest
 
-from sessiond import cli, show
-from sessiond.cli import main, parse_duration, start_timeout
-from sessiond.client import Client, Disconnected, NoReply, RemoteError, Unreachable
+from sessiond.cli import main as cli
+from sessiond.cli import show
+from sessiond.cli.client import Client, Disconnected, NoReply, RemoteError, Unreachable
+from sessiond.cli.main import main, parse_duration, start_timeout
+from sessiond.cli.show import fmt_bytes, fmt_duration, fmt_exit, fmt_relative, status_lines
 from sessiond.core import settings, units
 from sessiond.errors import EXIT_CODES, exit_code_for
-from sessiond.show import fmt_bytes, fmt_duration, fmt_exit, fmt_relative, status_lines
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_795_000_000.0  # a fixed "now" for relative times
@@ -970,7 +971,8 @@ def xdg(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_daemon_mode_from_the_socket(xdg: Path, short_tmp: Path) -> None:
-    from sessiond import client, paths  # noqa: PLC0415
+    from sessiond import paths  # noqa: PLC0415
+    from sessiond.cli import client  # noqa: PLC0415
 
     user = str(xdg / "sessiond" / "sessiond.sock")
     assert paths.user_socket() == user

@@ -27,7 +27,8 @@ import pytest
 from test_agents import SLEEPER, agent
 
 from harness import SESSIONC, DaemonProcess
-from sessiond import cli, completion
+from sessiond.cli import completion
+from sessiond.cli import main as cli
 
 BASH = shutil.which("bash")
 ZSH = shutil.which("zsh")
@@ -354,8 +355,8 @@ def test_status_does_not_load_completion(short_tmp: Path) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert proc.returncode == 3
-    assert "sessiond.cli" in proc.stderr  # the import times were printed
-    assert "sessiond.completion" not in proc.stderr
+    assert "sessiond.cli.main" in proc.stderr  # the import times were printed
+    assert "sessiond.cli.completion" not in proc.stderr
 
 
 # ---------------------------------------------------------------- zsh

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from harness import fill, raw_connection, read_line, wait_for
-from sessiond.client import RemoteError
+from sessiond.cli.client import RemoteError
 
 PING = b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}\n'
 

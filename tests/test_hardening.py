@@ -22,8 +22,8 @@ from test_agents import SLEEPER, agent, agents_of, alive, marked_processes
 from test_reliability import run_counter
 
 from harness import connect_as, fill, raw_connection, read_line, wait_for
-from sessiond import store as store_module
-from sessiond.client import RemoteError
+from sessiond.cli.client import RemoteError
+from sessiond.daemon import store as store_module
 
 PING = b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}\n'
 
@@ -312,7 +312,7 @@ def _keepers_of(daemon) -> list[int]:
                     ppid = int(f.read().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue
-            if b"sessiond.logkeeper" in argv and ppid == daemon.proc.pid:
+            if b"sessiond.daemon.logkeeper" in argv and ppid == daemon.proc.pid:
                 found.append(int(entry))
     return found
 

@@ -16,7 +16,7 @@ import pytest
 from test_agents import SLEEPER, agent, agents_of, alive, marked_processes
 
 from harness import DaemonProcess, wait_for
-from sessiond.client import RemoteError
+from sessiond.cli.client import RemoteError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as uid 65534")
 

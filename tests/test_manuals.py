@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from sessiond import cli, config, errors, paths
+from sessiond import config, errors, paths
+from sessiond.cli import main as cli
 from sessiond.core import settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -374,7 +375,7 @@ def test_sessionc_environment_is_documented(sessionc_page: Page) -> None:
 
 def test_daemon_files_are_documented(sessiond_page: Page, tmp_path: Path) -> None:
     from sessiond import main as daemon  # noqa: PLC0415
-    from sessiond import store
+    from sessiond.daemon import store  # noqa: PLC0415
 
     files = " ".join(e.text for e in sessiond_page.entries("FILES"))
     lock = daemon.InstanceLock(tmp_path).path.name

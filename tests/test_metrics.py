@@ -19,7 +19,7 @@ from test_agents import SLEEPER, agent, agents_of
 from test_errors import token_of
 
 from harness import wait_for
-from sessiond.store import DB_NAME
+from sessiond.daemon.store import DB_NAME
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(

@@ -20,8 +20,8 @@ import pytest
 from test_agents import SLEEPER, agent, agents_of, proc_state
 
 from harness import fill, wait_for
-from sessiond.client import RemoteError
-from sessiond.netwatch import Route, is_online
+from sessiond.cli.client import RemoteError
+from sessiond.daemon.netwatch import Route, is_online
 
 GATEWAY = "10.77.0.2"
 

@@ -30,7 +30,7 @@ from sessiond.core.health import health
 from sessiond.core.records import Person, Session
 from sessiond.core.session import State
 from sessiond.core.settings import SessionSettings
-from sessiond.rpc import METHODS
+from sessiond.wire.methods import METHODS
 
 EXTENSIONS = {"^x-": {}}
 
@@ -290,7 +290,7 @@ def test_every_reply_of_the_daemon_matches_the_schema_its_method_declares(
 
 @pytest.mark.parametrize("state", [*State, None])
 def test_the_health_of_a_session_in_any_state_matches_its_schema(state):
-    from sessiond.schemas import SCHEMAS  # noqa: PLC0415 -- new with the schemas: fails alone
+    from sessiond.wire.schemas import SCHEMAS  # noqa: PLC0415 -- new with the schemas: fails alone
 
     now = time.time()
     session = None if state is None else Session(

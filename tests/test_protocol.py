@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness import connect_as, raw_connection, read_line, wait_for
-from sessiond.rpc import METHODS
+from sessiond.wire.methods import METHODS
 
 
 def ask(sock, buffer, line: bytes):

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from harness import raw_connection, read_line, wait_for
-from sessiond.client import RemoteError
+from sessiond.cli.client import RemoteError
 
 
 def state(daemon):

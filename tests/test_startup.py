@@ -57,7 +57,7 @@ def test_at_ready_the_dispatcher_is_loaded_and_nothing_unused(short_tmp):
         loaded = imported(daemon.log())
     finally:
         daemon.stop()
-    assert {"sessiond.rpc", "jsonrpcserver", "jsonrpcserver.async_dispatcher"} <= loaded
+    assert {"sessiond.wire.methods", "jsonrpcserver", "jsonrpcserver.async_dispatcher"} <= loaded
     # jsonrpcserver's jsonschema validator and HTTP server go unused; psutil waits for the
     # first agent status, pyroute2 for a session that needs the network; platformdirs has a
     # stdlib mirror for the daemon's paths.

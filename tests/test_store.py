@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
+from sessiond.daemon.store import DB_NAME, SCHEMA_VERSION, Store
 from sessiond.errors import StorageError
-from sessiond.store import DB_NAME, SCHEMA_VERSION, Store
 
 
 def row(id_: str, state: str = "active", name: str = "n", created: float = 1.0) -> dict:

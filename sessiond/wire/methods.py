@@ -24,23 +24,10 @@ from jsonrpcserver import dispatch_to_response as sync_dispatch
 from jsonrpcserver.response import to_serializable_one
 from jsonrpcserver.result import Result
 
+from sessiond import __version__
 from sessiond.core.settings import SESSION_KEYS
-
-from . import __version__
-from .access import Peer, Role, role_of
-from .agent_handlers import (
-    agent_checkpoint,
-    agent_kill,
-    agent_list,
-    agent_report,
-    agent_restart,
-    agent_run,
-    agent_start,
-    agent_stop,
-    logs_tail,
-    metrics_get,
-)
-from .errors import (
+from sessiond.daemon.access import Peer, Role, role_of
+from sessiond.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -58,7 +45,19 @@ from .errors import (
     StorageError,
     WaitTimeout,
 )
-from .handlers import (
+from sessiond.wire.agent_handlers import (
+    agent_checkpoint,
+    agent_kill,
+    agent_list,
+    agent_report,
+    agent_restart,
+    agent_run,
+    agent_start,
+    agent_stop,
+    logs_tail,
+    metrics_get,
+)
+from sessiond.wire.handlers import (
     TAIL_MAX_LINES,
     daemon_ping,
     events_tail,
@@ -78,7 +77,7 @@ from .handlers import (
     session_touch,
     subscribe,
 )
-from .jsonrpc import (
+from sessiond.wire.jsonrpc import (
     JSON_TYPES,
     REQUEST_HINT,
     dumps,
@@ -88,12 +87,11 @@ from .jsonrpc import (
     valid_one,
     with_raw_ids,
 )
-from .schemas import AGENT, AGENTS, EMPTY, SESSION, Schema, array, document, ref
+from sessiond.wire.schemas import AGENT, AGENTS, EMPTY, SESSION, Schema, array, document, ref
 
 if TYPE_CHECKING:
     from sessiond.main import Daemon
-
-    from .server import Connection
+    from sessiond.wire.server import Connection
 
 BATCH_MAX = 1000  # requests in one batch (SPEC §6)
 TAIL_DEFAULTS = {"events.tail": 20, "logs.tail": 50}  # the handlers' default `lines`

@@ -19,11 +19,11 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .core.session import State
+from sessiond import __version__
+from sessiond.core.session import State
 
 if TYPE_CHECKING:
-    from .manager import Manager
+    from sessiond.daemon.sessions import Manager
 
 AGENT_FIGURES = ("name", "state", "pid", "cpu_percent", "cpu_seconds", "rss", "restarts", "labels")
 

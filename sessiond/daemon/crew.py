@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sessiond.core.agent import describe_exit
+from sessiond.core.records import rfc3339
 from sessiond.core.settings import AgentSpec, RestartPolicy
 from sessiond.core.units import NAME_RE
-
-from .access import Peer, groups_of
-from .core.agent import describe_exit
-from .core.records import rfc3339
-from .errors import InvalidParams, LimitReached, PermissionDenied
-from .supervisor import DEFAULT_PATH, Agent
+from sessiond.daemon.access import Peer, groups_of
+from sessiond.daemon.supervisor import DEFAULT_PATH, Agent
+from sessiond.errors import InvalidParams, LimitReached, PermissionDenied
 
 CHECKPOINT_MAX_BYTES = 64 * 1024
 

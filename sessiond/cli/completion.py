@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-    from sessiond.cli import ArgSpec, Command
-    from sessiond.client import Client
+    from sessiond.cli.client import Client
+    from sessiond.cli.main import ArgSpec, Command
 
 HELPER = "__complete"
 HELPER_TIMEOUT = 1.0  # seconds a TAB may wait for the daemon

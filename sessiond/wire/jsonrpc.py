@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import INVALID_REQUEST
+from sessiond.errors import INVALID_REQUEST
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),

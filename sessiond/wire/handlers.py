@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .access import Role, role_of
-from .core.health import health
-from .core.records import Session, parse_rfc3339, rfc3339
-from .errors import InvalidParams, NoSession, PermissionDenied
+from sessiond.core.health import health
+from sessiond.core.records import Session, parse_rfc3339, rfc3339
+from sessiond.daemon.access import Role, role_of
+from sessiond.errors import InvalidParams, NoSession, PermissionDenied
 
 if TYPE_CHECKING:
-    from .rpc import Ctx
+    from sessiond.wire.methods import Ctx
 
 TAIL_MAX_LINES = 10_000  # events.tail and logs.tail, a call (SPEC §6)
 

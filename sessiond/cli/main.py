@@ -28,10 +28,8 @@ import re
 import sys
 
 from sessiond import __version__
-from sessiond.client import Client, RemoteError
-from sessiond.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, NoSession, SessiondError
-from sessiond.paths import client_socket
-from sessiond.show import (
+from sessiond.cli.client import Client, RemoteError
+from sessiond.cli.show import (
     UNIT_SECONDS,
     agent_lines,
     escape,
@@ -45,6 +43,8 @@ from sessiond.show import (
     status_lines,
     tree_lines,
 )
+from sessiond.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, NoSession, SessiondError
+from sessiond.paths import client_socket
 
 TYPE_CHECKING = False  # typing and dataclasses would cost every sessionc start ~15 ms
 if TYPE_CHECKING:
@@ -501,13 +501,13 @@ def health_exit(health: Any) -> int:
 
 
 def do_completion(client: Client, args: argparse.Namespace) -> Any:
-    from sessiond import completion  # noqa: PLC0415 -- not loaded at every sessionc start
+    from sessiond.cli import completion  # noqa: PLC0415 -- not loaded at every sessionc start
 
     return completion.script(args.shell, COMMANDS, GLOBAL_OPTIONS)
 
 
 def do_complete(client: Client, args: argparse.Namespace) -> Any:
-    from sessiond import completion  # noqa: PLC0415 -- not loaded at every sessionc start
+    from sessiond.cli import completion  # noqa: PLC0415 -- not loaded at every sessionc start
 
     return completion.names(client, args.kind)
 

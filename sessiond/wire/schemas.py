@@ -18,14 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from sessiond.core.agent import AgentState
+from sessiond.core.session import State
 from sessiond.core.settings import SESSION_KEYS, RestartPolicy
 
-from .core.agent import AgentState
-from .core.session import State
-
 if TYPE_CHECKING:
-    from .errors import DomainError
-    from .rpc import Method
+    from sessiond.errors import DomainError
+    from sessiond.wire.methods import Method
 
 Schema = dict[str, Any]
 

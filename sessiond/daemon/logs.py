@@ -34,9 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from .logkeeper import PACKET_MAX, SOCKET_NAME
+from sessiond.daemon.logkeeper import PACKET_MAX, SOCKET_NAME
 
-log = logging.getLogger("sessiond.logs")
+log = logging.getLogger("sessiond.daemon.logs")
 
 TAIL_MAX_BYTES = 4 << 20  # a logs.tail reads at most this much, whatever it asks for
 BLOCK = 64 * 1024
@@ -170,7 +170,7 @@ class KeeperLink:
         # -P and cwd /: the daemon may have been started anywhere, and -m would put
         # that directory first on the keeper's import path (root importing what is there).
         keeper = subprocess.Popen(
-            [sys.executable, "-P", "-m", "sessiond.logkeeper", str(listener.fileno())],
+            [sys.executable, "-P", "-m", "sessiond.daemon.logkeeper", str(listener.fileno())],
             stdin=subprocess.DEVNULL, pass_fds=(listener.fileno(),), start_new_session=True,
             cwd="/",
         )  # fmt: skip
@@ -400,7 +400,7 @@ class Followers:
 def _is_keeper(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"sessiond.logkeeper" in f.read()
+            return b"sessiond.daemon.logkeeper" in f.read()
     except OSError:
         return False
 

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .core.session import TERMINAL
-from .errors import StorageError
+from sessiond.core.session import TERMINAL
+from sessiond.errors import StorageError
 
 DB_NAME = "sessiond.db"
 # The states that hold no lock, as SQL; the core's TERMINAL (a migration's index uses it,

@@ -48,13 +48,13 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .access import Peer, groups_of, is_admin
-from .errors import INVALID_REQUEST, LimitReached
+from sessiond.daemon.access import Peer, groups_of, is_admin
+from sessiond.errors import INVALID_REQUEST, LimitReached
 
 if TYPE_CHECKING:
     from sessiond.main import Daemon
 
-log = logging.getLogger("sessiond.server")
+log = logging.getLogger("sessiond.wire.server")
 
 
 class _DeferredValidator:
@@ -118,7 +118,7 @@ def _jsonrpcserver_lean() -> Iterator[None]:
 
 
 with _jsonrpcserver_lean():
-    from . import rpc  # and jsonrpcserver with it, finding the stand-ins
+    from sessiond.wire import methods as rpc  # and jsonrpcserver with it, finding the stand-ins
 
 QUEUE_MAX = 64
 REPLY_BUFFER_MAX = 4 * 1024 * 1024

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import logs, metrics
-from .crew import agent_wire
-from .handlers import check_lines
-from .supervisor import Agent
+from sessiond.daemon import logs, metrics
+from sessiond.daemon.crew import agent_wire
+from sessiond.daemon.supervisor import Agent
+from sessiond.wire.handlers import check_lines
 
 if TYPE_CHECKING:
-    from .core.records import Session
-    from .rpc import Ctx
+    from sessiond.core.records import Session
+    from sessiond.wire.methods import Ctx
 
 
 def _live(ctx: Ctx) -> Session:

@@ -18,15 +18,14 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from sessiond.core.agent import AgentRefused, AgentState, Desired
+from sessiond.core.events import Kind
+from sessiond.core.records import Session, rfc3339
+from sessiond.core.revive import Revival, revive_plan
+from sessiond.core.session import Event, State
 from sessiond.core.settings import AgentSpec
-
-from . import logs, procs
-from .core.agent import AgentRefused, AgentState, Desired
-from .core.events import Kind
-from .core.records import Session, rfc3339
-from .core.revive import Revival, revive_plan
-from .core.session import Event, State
-from .crew import (
+from sessiond.daemon import logs, procs
+from sessiond.daemon.crew import (
     CHECKPOINT_MAX_BYTES,
     Crew,
     Runner,
@@ -36,7 +35,9 @@ from .crew import (
     spec_from_dict,
     spec_to_dict,
 )
-from .errors import (
+from sessiond.daemon.store import Store
+from sessiond.daemon.supervisor import Agent, SpawnError, Supervisor
+from sessiond.errors import (
     AgentNotFound,
     BadToken,
     DomainError,
@@ -45,12 +46,10 @@ from .errors import (
     PermissionDenied,
     StorageError,
 )
-from .store import Store
-from .supervisor import Agent, SpawnError, Supervisor
 
 if TYPE_CHECKING:
-    from .access import Peer
-    from .manager import Manager
+    from sessiond.daemon.access import Peer
+    from sessiond.daemon.sessions import Manager
 
 log = logging.getLogger("sessiond")
 METRIC_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")

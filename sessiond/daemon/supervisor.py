@@ -22,11 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sessiond.core.settings import AgentSpec
-
-from . import procs
-from .access import user_name
-from .core.agent import (
+from sessiond.core.agent import (
     AgentEvent,
     AgentRefused,
     AgentState,
@@ -36,7 +32,10 @@ from .core.agent import (
     on_exit,
     step,
 )
-from .core.events import Kind
+from sessiond.core.events import Kind
+from sessiond.core.settings import AgentSpec
+from sessiond.daemon import procs
+from sessiond.daemon.access import user_name
 
 log = logging.getLogger("sessiond.agents")
 FACTS_MAX_AGE = 1.0  # seconds a sample of an agent's CPU and memory is shown for

@@ -28,16 +28,17 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from sessiond.config import ConfigError
+from sessiond.core import policy
+from sessiond.core.events import Kind
+from sessiond.core.records import Participant, Person, Session, check_name, generated_name, rfc3339
+from sessiond.core.session import TERMINAL, Effect, Event, Refused, State, step
 from sessiond.core.settings import AgentSpec, Config, OnShutdown, SessionSettings, session_overrides
 from sessiond.core.units import format_duration, parse_clock
-
-from .access import Peer
-from .core import policy
-from .core.events import Kind
-from .core.records import Participant, Person, Session, check_name, generated_name, rfc3339
-from .core.session import TERMINAL, Effect, Event, Refused, State, step
-from .crew import Crew
-from .errors import (
+from sessiond.daemon.access import Peer
+from sessiond.daemon.crew import Crew
+from sessiond.daemon.fleet import Team
+from sessiond.daemon.store import Store
+from sessiond.errors import (
     InvalidParams,
     InvalidState,
     NoSession,
@@ -47,8 +48,6 @@ from .errors import (
     StorageError,
     WaitTimeout,
 )
-from .store import Store
-from .team import Team
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
 

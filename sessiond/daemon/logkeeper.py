@@ -229,7 +229,7 @@ def say(priority: int, text: str) -> None:
 
 
 def main() -> int:
-    """python -m sessiond.logkeeper FD: serve the listening socket inherited as FD."""
+    """python -m sessiond.daemon.logkeeper FD: serve the listening socket inherited as FD."""
     listener = socket.socket(fileno=int(sys.argv[1]))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # three fds an agent, here
