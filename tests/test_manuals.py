@@ -356,9 +356,11 @@ def environment_tags(page: Page) -> set[str]:
 def test_daemon_environment_is_documented(sessiond_page: Page) -> None:
     from sessiond import main as daemon  # noqa: PLC0415
 
-    client_side = {"cli.py", "client.py", "paths.py"}
+    cli = REPO / "sessiond" / "cli"
     modules = [
-        p.read_text() for p in (REPO / "sessiond").rglob("*.py") if p.name not in client_side
+        p.read_text()
+        for p in (REPO / "sessiond").rglob("*.py")
+        if cli not in p.parents and p.name != "paths.py"
     ]
     functions = [paths.system_socket, paths.system_state_dir, paths.user_runtime_dir]
     read = variables_read(*modules, *map(inspect.getsource, functions))
@@ -367,7 +369,7 @@ def test_daemon_environment_is_documented(sessiond_page: Page) -> None:
 
 
 def test_sessionc_environment_is_documented(sessionc_page: Page) -> None:
-    sources = [(REPO / "sessiond" / name).read_text() for name in ("cli.py", "client.py")]
+    sources = [p.read_text() for p in (REPO / "sessiond" / "cli").glob("*.py")]
     functions = [paths.client_socket, paths.user_runtime_dir]
     read = variables_read(*sources, *map(inspect.getsource, functions))
     assert read - environment_tags(sessionc_page) == set()
