@@ -27,8 +27,10 @@ import pytest
 
 from sessiond.cli import main as cli
 from sessiond.cli import show
+from sessiond.cli.calls import start_timeout
 from sessiond.cli.client import Client, Disconnected, NoReply, RemoteError, Unreachable
-from sessiond.cli.main import main, parse_duration, start_timeout
+from sessiond.cli.commands import parse_duration
+from sessiond.cli.main import main
 from sessiond.cli.show import fmt_bytes, fmt_duration, fmt_exit, fmt_relative, status_lines
 from sessiond.core import settings, units
 from sessiond.errors import EXIT_CODES, exit_code_for

@@ -1,9 +1,9 @@
 """What sessionc shows: pure functions from wire objects (docs/wire.md) to text lines.
 
-No I/O: cli.py's printers print what these return, through `escape`, so that
+No I/O: main.py's printers print what these return, through `escape`, so that
 no control character from the daemon reaches a terminal (SPEC §7). The
 functions that show times take `now`, so that tests can pin the clock. Like
-cli.py, this module imports only the standard library, and what only some
+main.py, this module imports only the standard library, and what only some
 output needs (datetime, signal) where it is used: `sessionc status` must start
 fast.
 """
@@ -14,13 +14,13 @@ import json
 import re
 import time
 
-TYPE_CHECKING = False  # typing would cost every sessionc start; see cli.py
+TYPE_CHECKING = False  # typing would cost every sessionc start; see main.py
 if TYPE_CHECKING:
     import datetime
     from collections.abc import Iterable
     from typing import Any
 
-UNIT_SECONDS = (86400, 3600, 60, 1)  # d, h, m, s; cli.parse_duration reads with them too
+UNIT_SECONDS = (86400, 3600, 60, 1)  # d, h, m, s
 # What escape() replaces: the C0 controls, DEL, the C1 controls (category Cc) and lone
 # surrogates (Cs, which JSON's "\ud800" can carry and no terminal encoding can print).
 _UNPRINTABLE = r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]"  # re's cache compiles it, once needed
