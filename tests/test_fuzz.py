@@ -38,7 +38,8 @@ from sessiond.core.settings import (
 )
 from sessiond.core.units import parse_duration
 from sessiond.errors import ConfigError, InvalidParams
-from sessiond.wire.methods import METHODS, _check_params
+from sessiond.wire.methods import METHODS
+from sessiond.wire.methods import check_params as _check_params
 
 SEED = int(os.environ.get("FUZZ_SEED", "20261122"))
 LIMIT = 65536

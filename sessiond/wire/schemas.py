@@ -1,30 +1,25 @@
-"""The shapes of the results on the wire, as JSON Schema (draft 7), and rpc.discover.
+"""The shapes of the results on the wire, as JSON Schema (draft 7).
 
-docs/wire.md says the same in prose. Each method of the table in rpc.py names
-its result here; `document()` renders that table as OpenRPC 1.2.6, with
-`SCHEMAS` as its `components.schemas` and the errors as `components.errors`,
-so a generated client gets one type per shape (session, agent, event,
-health…) and each method's errors by name. Objects are open: a later
-sessiond may add members, never drop or retype one. The states and the
-session settings come from their own tables, so a new state or key cannot be
-forgotten here; health's statuses are listed here, and a test asks health()
-of every state. The tests hold every real reply of the daemon against the
-schema of its method, with every object closed: a member added to the wire
-but not here fails them.
+docs/wire.md says the same in prose. Each method of the table in methods.py
+names its result here; `methods.document()` renders that table as OpenRPC
+1.2.6 for rpc.discover, with `SCHEMAS` as its `components.schemas` and the
+errors as `components.errors`, so a generated client gets one type per shape
+(session, agent, event, health…) and each method's errors by name. Objects
+are open: a later sessiond may add members, never drop or retype one. The
+states and the session settings come from their own tables, so a new state
+or key cannot be forgotten here; health's statuses are listed here, and a
+test asks health() of every state. The tests hold every real reply of the
+daemon against the schema of its method, with every object closed: a member
+added to the wire but not here fails them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sessiond.core.agent import AgentState
 from sessiond.core.session import State
 from sessiond.core.settings import SESSION_KEYS, RestartPolicy
-
-if TYPE_CHECKING:
-    from sessiond.errors import DomainError
-    from sessiond.wire.methods import Method
 
 Schema = dict[str, Any]
 
@@ -152,46 +147,3 @@ SCHEMAS: dict[str, Schema] = {
 
 # Results, by what the method table says each method returns.
 SESSION, AGENT, AGENTS = ref("session"), ref("agent"), array(ref("agent"))
-
-
-def document(version: str, methods: Iterable[Method]) -> dict[str, Any]:
-    """The OpenRPC 1.2.6 document of a method table: its shapes and errors as components."""
-    table = list(methods)
-    errors = sorted({e for m in table for e in m.all_errors}, key=lambda e: -e.code)
-    return {
-        "openrpc": "1.2.6",
-        "info": {"title": "sessiond", "version": version},
-        "methods": [_method(m) for m in table],
-        "components": {
-            "schemas": SCHEMAS,
-            "errors": {e.name: {"code": e.code, "message": e.name} for e in errors},
-        },
-    }
-
-
-def _method(m: Method) -> dict[str, Any]:
-    return {
-        "name": m.name,
-        "summary": m.summary,
-        "x-role": m.role.name.lower(),
-        "paramStructure": "by-name",
-        "params": [
-            {"name": p.name, "required": p.required, "schema": {"type": list(p.types)}}
-            for p in m.params
-        ],
-        "result": {"name": _result_name(m.result), "schema": m.result},
-        "errors": [_error_ref(e) for e in m.all_errors],
-    }
-
-
-def _result_name(schema: Schema) -> str:
-    """session, sessions, agent…: what a generated client calls the result."""
-    if "$ref" in schema:
-        return str(schema["$ref"]).rsplit("/", 1)[-1]
-    if schema.get("type") == "array" and "$ref" in schema["items"]:
-        return _result_name(schema["items"]) + "s"
-    return "result"
-
-
-def _error_ref(error: type[DomainError]) -> dict[str, str]:
-    return {"$ref": f"#/components/errors/{error.name}"}

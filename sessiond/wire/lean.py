@@ -1,0 +1,76 @@
+"""jsonrpcserver, imported without what sessiond never uses (SPEC §8).
+
+The dispatcher is imported before the daemon says READY=1, so the first
+request costs what any other does. What jsonrpcserver loads at import time
+for features sessiond does not use (a jsonschema validator, an HTTP server)
+is replaced for that import by stand-ins that load the real module only if
+they are ever called (`jsonrpcserver_lean`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+
+class _DeferredValidator:
+    """What jsonrpcserver.main gets for `jsonschema.validators.validator_for(schema)`: a
+    validator class that loads the real one only if its `validate` is ever called."""
+
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
+
+    @classmethod
+    def check_schema(cls, schema: Any) -> None:
+        pass  # jsonrpcserver's own schema, checked by the real class if it is ever used
+
+    def validate(self, instance: Any) -> None:
+        from jsonschema.validators import validator_for  # noqa: PLC0415 -- the deferred load
+
+        validator_for(self.schema)(self.schema).validate(instance)
+
+
+def _serve(*args: Any, **kwargs: Any) -> Any:
+    """jsonrpcserver.serve (its HTTP server, which sessiond never runs), loaded if called."""
+    from jsonrpcserver.server import serve  # noqa: PLC0415 -- the deferred load
+
+    return serve(*args, **kwargs)
+
+
+def _stand_ins() -> dict[str, types.ModuleType]:
+    """Modules jsonrpcserver imports at import time for what sessiond never uses.
+
+    `jsonrpcserver.main` builds a jsonschema validator for its default `validator=`; the
+    dispatch passes its own structural check to every call (jsonschema, referencing and
+    attrs: ~50 ms). `jsonrpcserver.server` is an HTTP server (http.server, email, html: ~15 ms).
+    """
+    validators = types.ModuleType("jsonschema.validators")
+    validators.__dict__["validator_for"] = lambda _schema, default=None: _DeferredValidator
+    package = types.ModuleType("jsonschema")
+    package.__dict__.update(__path__=[], validators=validators)  # a package of this one module
+    http = types.ModuleType("jsonrpcserver.server")
+    http.__dict__["serve"] = _serve
+    return {"jsonschema": package, "jsonschema.validators": validators,
+            "jsonrpcserver.server": http}  # fmt: skip
+
+
+@contextlib.contextmanager
+def jsonrpcserver_lean() -> Iterator[None]:
+    """Import jsonrpcserver with `_stand_ins()` in place of what it does not need loaded.
+
+    Each stand-in loads the real module only if it is called; once jsonrpcserver is
+    imported the stand-ins leave sys.modules, so any later import gets the real module.
+    """
+    # What a test or a tool has loaded already costs nothing more: the real module stays.
+    stand_ins = {name: module for name, module in _stand_ins().items()
+                 if name.split(".")[0] not in sys.modules}  # fmt: skip
+    sys.modules |= stand_ins
+    try:
+        yield
+    finally:
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
