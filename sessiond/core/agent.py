@@ -112,11 +112,45 @@ TRANSITIONS: Final[dict[AgentState, dict[AgentEvent, Outcome]]] = {
 }  # fmt: skip
 
 
+class AgentEffect(enum.Enum):
+    """What the supervisor must do to the process when an agent moves."""
+
+    SPAWN = "spawn"  # start a process: the agent is starting
+    SIGSTOP = "sigstop"  # to its group: paused
+    SIGCONT = "sigcont"  # to its group: running again
+    CANCEL_RESTART = "cancel_restart"  # a restart was due after a backoff: not any more
+
+
+def effects(old: AgentState, new: AgentState) -> tuple[AgentEffect, ...]:
+    found = []
+    if old is A.BACKOFF and new is not A.BACKOFF:
+        found.append(AgentEffect.CANCEL_RESTART)
+    if new is A.STARTING and old is not A.STARTING:
+        found.append(AgentEffect.SPAWN)
+    if (old, new) == (A.RUNNING, A.PAUSED):
+        found.append(AgentEffect.SIGSTOP)
+    if (old, new) == (A.PAUSED, A.RUNNING):
+        found.append(AgentEffect.SIGCONT)
+    return tuple(found)
+
+
 def step(state: AgentState, event: AgentEvent) -> AgentState:
     outcome = TRANSITIONS[state][event]
     if outcome is REFUSE:
         raise AgentRefused(state, event)
     return state if outcome is STAY else outcome  # type: ignore[return-value]
+
+
+def move(state: AgentState, event: AgentEvent) -> tuple[AgentState, tuple[AgentEffect, ...]]:
+    """The state after `event`, and what must be done to the process to get there."""
+    new = step(state, event)
+    return new, effects(state, new)
+
+
+def halts(state: AgentState) -> bool:
+    """Whether a stop ends the agent at once, with no process to wait for (a restart that
+    was due, a start under way): the stop that is coming must not race a respawn."""
+    return TRANSITIONS[state][V.STOP] is A.STOPPED
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,25 @@ timer the daemon arms:
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .session import TRANSITIONS, Event, State
 
 
+class Reason(enum.StrEnum):
+    IDLE = "idle"
+    TIMEOUT = "timeout"
+    MAX_DURATION = "max_duration"
+    STOP_AT = "stop_at"
+
+
 @dataclass(frozen=True)
 class Deadline:
     at: float
     event: Event
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True)
@@ -47,18 +55,38 @@ def deadlines(
 ) -> list[Deadline]:
     if not state.live:
         return []
-    found = [Deadline(clocks.last_activity + timeout, Event.EXPIRE, "timeout")]
+    found = [Deadline(clocks.last_activity + timeout, Event.EXPIRE, Reason.TIMEOUT)]
     if state is State.ACTIVE:
-        found.append(Deadline(clocks.last_activity + idle_after, Event.IDLE_TIMEOUT, "idle"))
+        found.append(Deadline(clocks.last_activity + idle_after, Event.IDLE_TIMEOUT, Reason.IDLE))
     if max_duration is not None:
-        found.append(Deadline(clocks.started + max_duration, Event.STOP, "max_duration"))
+        found.append(Deadline(clocks.started + max_duration, Event.STOP, Reason.MAX_DURATION))
     if clocks.stop_at is not None:
-        found.append(Deadline(clocks.stop_at, Event.STOP, "stop_at"))
+        found.append(Deadline(clocks.stop_at, Event.STOP, Reason.STOP_AT))
     return found
 
 
 def nearest(found: Iterable[Deadline]) -> Deadline | None:
     return min(found, key=lambda d: d.at, default=None)
+
+
+def clocks_for(
+    started_wall: float, last_activity_wall: float, stop_at: tuple[int, int] | None, *,
+    now_mono: float, now_wall: float, previous: Clocks | None,
+) -> Clocks:  # fmt: skip
+    """A session's instants on the monotonic clock, from the wall-clock ones it stores.
+
+    The store keeps wall-clock times (they survive a reboot); deadlines run on
+    the monotonic clock (a clock step must not fire them). `previous`, the same
+    session's clocks, keeps its start and stop_at where they were: only the
+    last activity is converted again, so a wall-clock step moves no deadline.
+    """
+    if previous is None:
+        started = now_mono - (now_wall - started_wall)
+        at = None
+        if stop_at is not None:
+            at = now_mono + (next_stop_at(started_wall, stop_at) - now_wall)
+        previous = Clocks(started, started, at)
+    return Clocks(previous.started, now_mono - (now_wall - last_activity_wall), previous.stop_at)
 
 
 def next_stop_at(started_wall: float, hhmm: tuple[int, int], tz: dt.tzinfo | None = None) -> float:

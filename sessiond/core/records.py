@@ -17,7 +17,7 @@ from typing import Any
 from sessiond.core.settings import SessionSettings, session_settings_to_wire
 from sessiond.core.units import NAME_RE
 
-from ..errors import InvalidParams
+from ..errors import InvalidParams, InvalidState
 from .policy import errors_in_window
 from .session import State
 
@@ -29,6 +29,20 @@ def check_name(name: str) -> str:
             "a name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
     return name
+
+
+def check_leave(session: Session, uid: int, user: str) -> None:
+    """Who may leave: a participant; never the owner, who stops the session instead."""
+    if uid == session.owner.uid:
+        raise InvalidState(
+            f"{user} owns session '{session.name}' and cannot leave it",
+            f"stop it with 'sessionc stop {session.name}'",
+        )
+    if uid not in session.participant_uids():
+        raise InvalidState(
+            f"{user} is not a participant of session '{session.name}'",
+            f"join it first with 'sessionc join {session.name}'",
+        )
 
 
 def generated_name() -> str:

@@ -143,6 +143,19 @@ TRANSITIONS: Final[dict[State, dict[Event, Outcome]]] = {
 }  # fmt: skip
 
 
+# Events that are activity: the session's last_activity becomes now.
+ACTIVITY: Final = frozenset({E.ACTIVITY, E.RESUME, E.RECONNECT, E.LAUNCHED})
+# Events that end a session: they go ahead on a full disk, their records written once
+# space returns (SPEC §6.2; stopping is how an operator frees a disk).
+ENDINGS: Final = frozenset({E.STOP, E.STOPPED, E.EXPIRE, E.LAUNCH_FAILED})
+
+
+def is_news(event: Event, moved: bool) -> bool:
+    """Whether an event is recorded: a move always; a STAY only when it is activity that
+    says something (a join), never a repeat such as a second STOP while stopping."""
+    return moved or event is E.ACTIVITY
+
+
 def effects(old: State, new: State) -> tuple[Effect, ...]:
     """What the shell must do to agents and the lock when a session moves."""
     if new is S.PAUSED:

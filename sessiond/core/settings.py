@@ -31,7 +31,7 @@ from sessiond.core.units import (
     parse_clock,
     parse_duration,
 )
-from sessiond.errors import ConfigError, Problem
+from sessiond.errors import ConfigError, InvalidParams, Problem
 
 
 class OnShutdown(enum.StrEnum):
@@ -355,3 +355,24 @@ def session_settings_to_wire(s: SessionSettings) -> dict[str, Any]:
         if setting.duration and wire[key] is not None:
             wire[key] = float(wire[key])
     return wire
+
+
+def settings_for(
+    base: SessionSettings, templates: Mapping[str, Template], template: str | None,
+    overrides: Mapping[str, object],
+) -> SessionSettings:  # fmt: skip
+    """One session's settings: `base` ([session] and the environment), then the template's
+    keys, then the caller's; each re-validated by SESSION_KEYS. InvalidParams if one is bad."""
+    try:
+        if template is not None:
+            found = templates.get(template)
+            if found is None:
+                known = ", ".join(sorted(templates)) or "none are configured"
+                raise InvalidParams(f"no template named '{template}'", f"known templates: {known}")
+            base = session_overrides(base, dict(found.session), f"templates.{template}")
+        return session_overrides(base, overrides, "session.start")
+    except ConfigError as exc:
+        raise InvalidParams(
+            "; ".join(f"{p.key} = {p.value!r}: {p.rule}" for p in exc.problems),
+            "see 'man sessiond.toml' for the [session] keys",
+        ) from None
