@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import fcntl
 import logging
 import os
 import signal
@@ -21,8 +20,6 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +28,19 @@ from sessiond.config import ConfigError, resolve_config
 from sessiond.core.settings import Config
 from sessiond.daemon import procs
 from sessiond.daemon.access import group_id
+from sessiond.daemon.app import App
+from sessiond.daemon.clock import SystemClock
 from sessiond.daemon.crew import Crew
+from sessiond.daemon.fleet import Fleet
+from sessiond.daemon.instance import DaemonPaths, InstanceLock, daemon_paths
+from sessiond.daemon.journal import Journal
+from sessiond.daemon.locks.local import LocalLock
 from sessiond.daemon.netwatch import NetWatch
-from sessiond.daemon.sessions import Manager
+from sessiond.daemon.processes import Processes
+from sessiond.daemon.sessions import Sessions
 from sessiond.daemon.store import Store
 from sessiond.errors import SessiondError, StartupError
-from sessiond.paths import system_socket, system_state_dir, user_socket
-from sessiond.wire.server import Connection, Limits, Server
+from sessiond.wire.server import Limits, Server
 
 logger = logging.getLogger("sessiond")
 SD_LISTEN_FDS_START = 3
@@ -81,52 +84,6 @@ def watchdog_interval() -> float | None:
     return int(usec) / 1e6 / 2
 
 
-@dataclass(frozen=True)
-class DaemonPaths:
-    socket: Path
-    state_dir: Path
-
-
-def user_state_dir(environ: Mapping[str, str] = os.environ) -> str:
-    """platformdirs.user_state_dir("sessiond") on Linux, without importing platformdirs (whose
-    import the daemon need not pay): $XDG_STATE_HOME if absolute, else ~/.local/state."""
-    xdg = environ.get("XDG_STATE_HOME", "")
-    base = xdg if os.path.isabs(xdg) else os.path.expanduser("~/.local/state")
-    return os.path.join(base, "sessiond")
-
-
-def daemon_paths(user_mode: bool, socket_path: str | None, state_dir: str | None) -> DaemonPaths:
-    """--socket / --state-dir, else the mode's defaults (SPEC §5)."""
-    if user_mode:
-        socket_path, state_dir = socket_path or user_socket(), state_dir or user_state_dir()
-    return DaemonPaths(Path(socket_path or system_socket()), Path(state_dir or system_state_dir()))
-
-
-class InstanceLock:
-    """One daemon per state directory: an flock on STATE_DIR/sessiond.lock."""
-
-    def __init__(self, state_dir: Path, user_mode: bool = False) -> None:
-        self.path = state_dir / "sessiond.lock"
-        self.fd = -1
-        self.stop = "kill PID" if user_mode else "systemctl stop sessiond"
-
-    def acquire(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            raise StartupError(
-                f"unable to start: another sessiond (pid {holder}) is running on the state "
-                f"directory {self.path.parent}",
-                f"stop it first ('{self.stop.replace('PID', holder)}'), or give this one its "
-                "own --state-dir",
-            ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
-
-
 class Daemon:
     def __init__(
         self, config: Config, paths: DaemonPaths, user_mode: bool, config_path: str | None
@@ -135,12 +92,13 @@ class Daemon:
         self.paths = paths
         self.user_mode = user_mode
         self.config_path = config_path
-        self.started = time.monotonic()
+        self.clock = SystemClock()
+        self.started = self.clock.monotonic()
         self.notify = Notifier()
         self.admin_gid = group_id(config.daemon.admin_group)
         self.stopping = asyncio.Event()
         self.store: Store | None = None
-        self.manager: Manager  # set in run(), before the socket exists
+        self.manager: Sessions  # set in run(), before the socket exists
         self.server: Server | None = None
         self.bound_socket = False
         self.netwatch: asyncio.Task[None] | None = None
@@ -150,7 +108,7 @@ class Daemon:
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "uptime": round(time.monotonic() - self.started, 3),
+            "uptime": round(self.clock.monotonic() - self.started, 3),
             "mode": "user" if self.user_mode else "system",
             "socket": str(self.paths.socket),
             "state_dir": str(self.paths.state_dir),
@@ -163,20 +121,17 @@ class Daemon:
         sock = self._listening_socket()
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tg:
-            crew = Crew(self.paths.state_dir, str(self.paths.socket))
-            self.manager = Manager(self.store, self.config, self, crew, tg.create_task)
-            self.manager.on_change = self._status
-            self.manager.watch_network = lambda: self._watch_network(tg)
+            ticking = tg.create_task(self.clock.run())
+            self.manager = self._sessions(tg)
             if not procs.become_subreaper():
                 logger.warning("unable to become a child subreaper: escaped agent children "
                                "will be re-parented to init")  # fmt: skip
-            loop.add_signal_handler(signal.SIGCHLD, self.manager.team.supervisor.reap)
+            loop.add_signal_handler(signal.SIGCHLD, self.manager.fleet.supervisor.reap)
             self.manager.load()
             self.manager.prune()
-            server = Server(self, self._limits(), tg.create_task)
-            self.server = server
+            server = self.server = self._server(tg)
             listener = await loop.create_unix_server(
-                lambda: Connection(server), sock=sock, backlog=self._backlog()
+                server.connection, sock=sock, backlog=self._backlog()
             )
             self.listening = sock
             self._install_signals()
@@ -192,9 +147,24 @@ class Daemon:
             if self.netwatch is not None:
                 self.netwatch.cancel()
             await self.manager.shutdown(self.config.daemon.on_shutdown)
-            self.manager.team.keeper.close()
+            self.manager.fleet.keeper.close()
+            ticking.cancel()  # after the shutdown, whose timers may still be due
         self._remove_socket()
         self.store.close()
+
+    def _sessions(self, tg: asyncio.TaskGroup) -> Sessions:
+        """The sessions, their fleet and the lock, on the store, clock and journal."""
+        assert self.store is not None  # opened in run()
+        d = self.config.daemon
+        crew = Crew(self.paths.state_dir, str(self.paths.socket))
+        journal = Journal(self.store, self, self.clock)
+        fleet = Fleet(journal, crew, Processes(crew.instance), self.clock,
+                      (d.log_max_bytes, d.log_files))  # fmt: skip
+        sessions = Sessions(self.config, journal, fleet, LocalLock(), tg.create_task,
+                            clock=self.clock)  # fmt: skip
+        sessions.on_change = self._status
+        sessions.net.watch_network = lambda: self._watch_network(tg)
+        return sessions
 
     # -- the manager's outlet: events and log lines to subscribers and the journal
 
@@ -214,6 +184,16 @@ class Daemon:
 
     # -- socket --------------------------------------------------------------
 
+    def _server(self, tg: asyncio.TaskGroup) -> Server:
+        """The socket's server, and the app its handlers call: each handed what it acts on."""
+        assert self.store is not None  # opened in run(), before the socket exists
+        app = App(
+            sessions=self.manager, fleet=self.manager.fleet, store=self.store,
+            facts=self.manager.fleet.supervisor.facts, clock=self.clock, about=self.about,
+            config=lambda: self.config, admin_gid=lambda: self.admin_gid,
+        )  # fmt: skip
+        return Server(app, self._limits(), tg.create_task, self.clock)
+
     def _backlog(self) -> int:
         # A burst of clients must queue, not fail: a non-blocking connect() gets EAGAIN
         # once the backlog is full (the kernel caps it at net.core.somaxconn).
@@ -231,7 +211,7 @@ class Daemon:
             self.server.limits = self._limits()
         if self.listening is not None:
             self.listening.listen(self._backlog())  # Linux takes a new backlog as it listens
-        self.manager.team.keeper.limits(d.log_max_bytes, d.log_files)
+        self.manager.fleet.keeper.limits(d.log_max_bytes, d.log_files)
 
     def _listening_socket(self) -> socket.socket:
         if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS"):
@@ -335,7 +315,8 @@ class Daemon:
     def _watch_network(self, tg: asyncio.TaskGroup) -> None:
         if self.netwatch is None:
             manager = self.manager
-            watch = NetWatch(manager.network, manager.network_blind, self._network_grace)
+            watch = NetWatch(manager.net.network, manager.net.blind, self._network_grace,
+                             self.clock, tg.create_task)  # fmt: skip
             self.netwatch = tg.create_task(watch.run())
 
     def _network_grace(self) -> float:
@@ -345,7 +326,7 @@ class Daemon:
         live = self.manager.live
         if live is None:
             return "STATUS=no active session"
-        agents = len(self.manager.team.crew.agents(live.id))
+        agents = len(self.manager.fleet.crew.agents(live.id))
         people = len(live.participants)
         return (
             f"STATUS=session {live.name} {live.state.value}, {_count(agents, 'agent')}, "

@@ -12,7 +12,7 @@ import platformdirs
 import pytest
 
 from harness import DaemonProcess, raw_connection, read_line
-from sessiond import main as sessiond_daemon
+from sessiond.daemon import instance
 
 PING = b'{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}\n'
 
@@ -74,4 +74,4 @@ def test_user_state_dir_matches_platformdirs(xdg, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = platformdirs.user_state_dir("sessiond")
-    assert sessiond_daemon.user_state_dir() == expected
+    assert instance.user_state_dir() == expected

@@ -27,13 +27,17 @@ log = logging.getLogger("sessiond")
 class Timer:
     """One armed callback; `cancel()` before it is due and it never runs."""
 
-    __slots__ = ("args", "at", "cancelled", "fn")
+    __slots__ = ("_clock", "args", "at", "cancelled", "fn")
 
-    def __init__(self, at: float, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.at, self.fn, self.args, self.cancelled = at, fn, args, False
+    def __init__(
+        self, at: float, fn: Callable[..., Any], args: tuple[Any, ...], clock: Clock
+    ) -> None:
+        self.at, self.fn, self.args, self.cancelled, self._clock = at, fn, args, False, clock
 
     def cancel(self) -> None:
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            self._clock.cancelled += 1
 
 
 class Clock:
@@ -42,6 +46,7 @@ class Clock:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timer]] = []
         self._order = itertools.count()  # equal instants run in the order they were armed
+        self.cancelled = 0  # cancelled timers still in the heap
 
     def monotonic(self) -> float:
         raise NotImplementedError
@@ -51,7 +56,9 @@ class Clock:
 
     def later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
         """Call `fn(*args)` once `delay` seconds have passed (at once for delay <= 0)."""
-        timer = Timer(self.monotonic() + max(delay, 0.0), fn, args)
+        timer = Timer(self.monotonic() + max(delay, 0.0), fn, args, self)
+        if self.cancelled > 64 and self.cancelled * 2 > len(self._heap):
+            self._compact()  # each connection that goes cancels its idle timer: churn
         nearest = self._heap[0][0] if self._heap else None
         heapq.heappush(self._heap, (timer.at, next(self._order), timer))
         if nearest is None or timer.at < nearest:
@@ -69,16 +76,25 @@ class Clock:
     def _nearer(self) -> None:
         """A timer earlier than every other was armed."""
 
+    def _compact(self) -> None:
+        self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+        heapq.heapify(self._heap)
+        self.cancelled = 0
+
     def _run_due(self) -> None:
         now = self.monotonic()
         while self._heap and self._heap[0][0] <= now:
             timer = heapq.heappop(self._heap)[2]
-            if not timer.cancelled:
+            if timer.cancelled:
+                self.cancelled -= 1
+            else:
+                timer.cancelled = True  # done: a cancel() from now on counts nothing
                 _call(timer)
 
     def _next_at(self) -> float | None:
         while self._heap and self._heap[0][2].cancelled:
             heapq.heappop(self._heap)
+            self.cancelled -= 1
         return self._heap[0][0] if self._heap else None
 
 

@@ -14,21 +14,18 @@ import json
 import os
 import pwd
 import secrets
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sessiond.core.agent import describe_exit
-from sessiond.core.records import rfc3339
+from sessiond.core.records import Session, rfc3339
 from sessiond.core.settings import AgentSpec, RestartPolicy
 from sessiond.core.units import NAME_RE
 from sessiond.daemon.access import Peer, groups_of
 from sessiond.daemon.supervisor import DEFAULT_PATH, Agent
 from sessiond.errors import InvalidParams, LimitReached, PermissionDenied
-
-CHECKPOINT_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -236,7 +233,8 @@ def spec_from_dict(found: Mapping[str, Any]) -> AgentSpec:
     })  # fmt: skip
 
 
-def agent_wire(agent: Agent, facts: Mapping[str, Any]) -> dict[str, Any]:
+def agent_wire(agent: Agent, facts: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """An agent on the wire; `now` on the monotonic clock, for its uptime."""
     running = agent.pid is not None
     return {
         "name": agent.name,
@@ -244,7 +242,7 @@ def agent_wire(agent: Agent, facts: Mapping[str, Any]) -> dict[str, Any]:
         "state": agent.state.value,
         "pid": agent.pid,
         "started_at": rfc3339(agent.started_at),
-        "uptime": round(time.monotonic() - agent.started_mono, 3) if running else None,
+        "uptime": round(now - agent.started_mono, 3) if running else None,
         "restarts": agent.restarts,
         "exit_code": agent.exit_code,
         "exit": describe_exit(agent.exit_code) if agent.exit_code is not None else None,
@@ -256,3 +254,23 @@ def agent_wire(agent: Agent, facts: Mapping[str, Any]) -> dict[str, Any]:
         "uid": agent.uid,
         "restart": agent.spec.restart.value,
     }
+
+
+def owner_runner(session: Session) -> Runner:
+    try:
+        return Runner.for_user(session.owner.user)
+    except PermissionDenied:  # an owner unknown to the user database: run as its bare uid
+        return Runner(
+            session.owner.uid,
+            session.owner.uid,
+            (session.owner.uid,),
+            session.owner.user,
+            "/",
+            "/bin/sh",
+        )
+
+
+def handed(checkpoints: dict[str, tuple[int | None, Any]], name: str, uid: int) -> Any:
+    """The parent's checkpoint for agent `name`, if the uid that stored it runs this one."""
+    stored = checkpoints.get(name)
+    return stored[1] if stored is not None and stored[0] == uid else None

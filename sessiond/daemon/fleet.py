@@ -1,40 +1,43 @@
 """The live session's agents as the session sees them: launch, control, errors.
 
-`Team` is the supervisor's `Hooks`: every agent change is written to the
-store and published as an event, every counted error goes to the session's
-error window, and reaching `error_threshold` disconnects the session. Agent
+`Fleet` is the supervisor's `Hooks`: every agent change is written to the
+store and published as an event (through the `Journal`), and every counted
+error is reported through `Ports.error` to the sessions, which own the error
+window and the threshold. The fleet never sees a session's state: it asks
+the sessions (`Ports`) whether an agent is to be held stopped. Agent
 changes come in bursts (a crash loop, 200 agents starting), so their rows
 are written in one transaction per turn of the event loop, not one each.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import math
 import os
-import re
-import time
-from typing import TYPE_CHECKING, Any
+import shutil
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sessiond.core.agent import AgentRefused, AgentState, Desired
 from sessiond.core.events import Kind
-from sessiond.core.records import Session, rfc3339
+from sessiond.core.records import Session
+from sessiond.core.reports import encoded_checkpoint
 from sessiond.core.revive import Revival, revive_plan
-from sessiond.core.session import Event, State
+from sessiond.core.session import State
 from sessiond.core.settings import AgentSpec
 from sessiond.daemon import logs, procs
+from sessiond.daemon.clock import Clock
 from sessiond.daemon.crew import (
-    CHECKPOINT_MAX_BYTES,
     Crew,
     Runner,
     adhoc_spec,
     agent_wire,
     check_daemon_can_run_as,
+    handed,
+    owner_runner,
     spec_from_dict,
-    spec_to_dict,
 )
+from sessiond.daemon.journal import Journal
+from sessiond.daemon.ledger import Ledger, stored_wire
+from sessiond.daemon.processes import Processes
 from sessiond.daemon.store import Store
 from sessiond.daemon.supervisor import Agent, SpawnError, Supervisor
 from sessiond.errors import (
@@ -43,58 +46,60 @@ from sessiond.errors import (
     DomainError,
     InvalidParams,
     InvalidState,
-    PermissionDenied,
     StorageError,
 )
 
 if TYPE_CHECKING:
     from sessiond.daemon.access import Peer
-    from sessiond.daemon.sessions import Manager
 
 log = logging.getLogger("sessiond")
-METRIC_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
 RUNNABLE = (State.ACTIVE, State.IDLE, State.SUSPENDED)
 STRAY_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for what escaped a stopped agent
 
 
-class Team:
-    def __init__(self, manager: Manager, store: Store, crew: Crew) -> None:
-        self.manager = manager
-        self.store = store
+class Ports(Protocol):
+    """What the fleet asks of the sessions (Sessions implements it)."""
+
+    def holds(self, session_id: str, needs_network: bool) -> bool: ...  # SIGSTOP it?
+    def error(self, session_id: str, agent: str, text: str, message: str) -> None: ...
+    def live_name(self, session_id: str) -> str | None: ...  # if that session is live
+
+
+class Fleet:
+    def __init__(
+        self, journal: Journal, crew: Crew, processes: Processes, clock: Clock,
+        log_limits: tuple[int, int],
+    ) -> None:  # fmt: skip
+        self.clock = clock
+        self.journal = journal
+        self.store: Store = journal.store
         self.crew = crew
-        self.supervisor = Supervisor(crew.instance, self, self)
-        daemon = manager.config.daemon
+        self.procs = processes
+        self.ports: Ports  # set by the Sessions that own this fleet
+        self.supervisor = Supervisor(processes, self, self, clock)
+        log_max_bytes, log_files = log_limits
         self.keeper = logs.KeeperLink(
-            crew.state_dir, daemon.log_max_bytes, daemon.log_files, self._known_logs
+            crew.state_dir, log_max_bytes, log_files, self._known_logs, clock
         )
-        self.logs = logs.Followers(self._lines, self._wanted)
-        self._dirty: dict[Agent, None] = {}
-        self._pending_events: list[tuple[Agent, Kind, str]] = []
-        self._flush_armed = False
+        self.logs = logs.Followers(self._lines, self._wanted, clock)
+        self.ledger = Ledger(journal, clock)
 
     # -- Hooks ---------------------------------------------------------------
 
     def agent_changed(self, agent: Agent, kind: Kind, message: str) -> None:
-        self._dirty[agent] = None
-        self._pending_events.append((agent, kind, message))
-        if not self._flush_armed:
-            self._flush_armed = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self.ledger.changed(agent, kind, message)
         if kind is Kind.AGENT_STARTED and self._held(agent):
             self.supervisor.pause(agent)  # recorded after its start
 
     def _lines(self, key: str, lines: list[str]) -> None:
         session_id, name = key.split("/", 1)
-        live = self.manager.live
-        if live is not None and live.id == session_id:
-            self.manager.outlet.publish_lines(name, live.name, lines)
+        if (live := self.ports.live_name(session_id)) is not None:
+            self.journal.outlet.publish_lines(name, live, lines)
 
     def _wanted(self, key: str) -> bool:
         session_id, name = key.split("/", 1)
-        live = self.manager.live
-        return (
-            live is not None and live.id == session_id and self.manager.outlet.wants(f"logs:{name}")
-        )
+        live = self.ports.live_name(session_id)
+        return live is not None and self.journal.outlet.wants(f"logs:{name}")
 
     def follow_logs(self, agent: Agent) -> None:
         """A logs:AGENT subscriber arrived: send it lines from now on."""
@@ -116,56 +121,11 @@ class Team:
         self._error(agent, text, f"agent {agent.name} {text}")
 
     def _error(self, agent: Agent, text: str, message: str) -> None:
-        live = self.manager.live
-        if live is not None and live.id == agent.session_id:
-            self.manager.record_error(agent.name, text, message)
+        self.ports.error(agent.session_id, agent.name, text, message)
 
-    def _flush(self) -> None:
-        self._flush_armed = False
-        dirty, events = list(self._dirty), self._pending_events
-        try:
-            self._write(dirty, events)
-        except StorageError as exc:
-            # Keep everything pending; the disk may come back (SPEC §6.2).
-            log.error("%s; keeping %d agent changes to write again in 1s", exc.message,
-                      len(self._pending_events))  # fmt: skip
-            self._flush_armed = True
-            asyncio.get_running_loop().call_later(1.0, self._flush)
-            return
-        except Exception:  # a bug, not the disk: it must not stop every later write
-            log.exception("internal error writing agent changes; writing them one by one")
-            self._write_apart(dirty, events)
-        self._dirty, self._pending_events = {}, []
-
-    def _write(self, dirty: list[Agent], events: list[tuple[Agent, Kind, str]]) -> None:
-        with self.manager.transaction():
-            for agent in dirty:
-                self.store.save_agent(_agent_row(agent))
-            for agent, kind, message in events:
-                self.manager.event_for(
-                    agent.session_id,
-                    agent.session_name,
-                    kind,
-                    message,
-                    {"agent": agent.name, "pid": agent.pid, "exit_code": agent.exit_code},
-                )
-
-    def _write_apart(self, dirty: list[Agent], events: list[tuple[Agent, Kind, str]]) -> None:
-        """Each change in a transaction of its own: only the one that cannot be written is lost."""
-        changes: list[tuple[list[Agent], list[tuple[Agent, Kind, str]]]] = [
-            ([agent], []) for agent in dirty
-        ] + [([], [event]) for event in events]
-        for rows, items in changes:
-            try:
-                self._write(rows, items)
-            except Exception:  # noqa: BLE001 -- said, and the others still written
-                log.error("dropping an agent change that cannot be written: %r", (rows, items))
-
-    def save_now(self, agents: list[Agent]) -> None:
-        """Write these agents' rows before any process of theirs exists (StorageError if not)."""
-        with self.manager.transaction():
-            for agent in agents:
-                self.store.save_agent(_agent_row(agent))
+    def reported_error(self, agent: Agent, text: str) -> None:
+        """An error the agent reported itself (agent.report)."""
+        self._error(agent, text, f"agent {agent.name} reported: {text}")
 
     # -- the session's agents ------------------------------------------------
 
@@ -180,13 +140,13 @@ class Team:
         agents = []
         try:
             for spec in specs:
-                runner = Runner.for_user(spec.user) if spec.user else _owner_runner(session)
+                runner = Runner.for_user(spec.user) if spec.user else owner_runner(session)
                 check_daemon_can_run_as(runner)
                 agents.append(self.crew.add(
                     session, spec, runner=runner, cwd=spec.cwd or runner.default_cwd(),
                     checkpoint=handed(checkpoints, spec.name, runner.uid),
                 ))  # fmt: skip
-            self.save_now(agents)
+            self.ledger.save_now(agents)
             for agent in agents:
                 self.supervisor.start(agent)
         except DomainError as exc:
@@ -207,15 +167,15 @@ class Team:
         revived = [(self._revive(live, row), row) for row in rows]
         if rows:  # now that every agent is known: the keeper's pipes of the others go
             self.keeper.attach()  # the adopted agents' output goes on being kept
-        census = procs.Census(self.crew.instance)
+        census = self.procs.census()
         for agent, row in revived:
             pid = row["pid"]
-            plan = revive_plan(row, procs.start_time(pid) if pid else None)
+            plan = revive_plan(row, self.procs.start_time(pid) if pid else None)
             if plan is Revival.START and (found := census.leader(row["token"])) is not None:
                 # Started, but the daemon died before it wrote the pid: that process is it.
                 pid, agent.start_ticks, agent.state = (
                     found,
-                    procs.start_time(found),
+                    self.procs.start_time(found),
                     AgentState.RUNNING,
                 )
                 plan = Revival.ADOPT
@@ -244,7 +204,7 @@ class Team:
 
     def find_orphans(self, census: procs.Census | None = None) -> None:
         """Processes with this daemon's marker that belong to no agent we know (SPEC §3)."""
-        census = census or procs.Census(self.crew.instance)
+        census = census or self.procs.census()
         for token, pids in census.marked().items():
             if token not in self.crew.by_token:
                 for pid in pids:
@@ -256,22 +216,13 @@ class Team:
     async def kill_orphans(self) -> int:
         """SIGTERM every orphan, SIGKILL those left after 5 s; how many there were."""
         pids = set(self.supervisor.orphans)
-        await procs.terminate(pids, 5.0)
+        await self.procs.terminate(pids, 5.0)
         return len(pids)
-
-    def flush(self) -> None:
-        """Write pending agent rows now (at shutdown, before the store closes)."""
-        if self._dirty or self._pending_events:
-            self._flush()
 
     def _held(self, agent: Agent) -> bool:
         """Should this agent be stopped (SIGSTOP): its session is paused, or it needs the
         network and the session is suspended or about to be (the machine is offline)."""
-        live = self.manager.live
-        if live is None or live.id != agent.session_id:
-            return False
-        offline = live.state is State.SUSPENDED or self.manager.online is False
-        return live.state is State.PAUSED or (agent.spec.needs_network and offline)
+        return self.ports.holds(agent.session_id, agent.spec.needs_network)
 
     def needs_network(self, session_id: str) -> bool:
         return any(a.spec.needs_network for a in self.crew.agents(session_id))
@@ -312,36 +263,30 @@ class Team:
         """End what escaped the stopped agents: SIGTERM, SIGKILL after `grace` (SPEC §3)."""
         running = {a.pid for a in self.crew.by_token.values() if a.pid is not None}
         keep = running | set(self.supervisor.orphans) | {self.keeper.pid or 0}
-        found = procs.strays(keep)
+        found = self.procs.strays(keep)
         if not found:
             return
         log.warning("ending %d processes left behind by stopped agents: %s", len(found),
                     sorted(found))  # fmt: skip
-        killed = await procs.terminate(found, grace)
+        killed = await self.procs.terminate(found, grace)
         if killed:
             log.warning("sent SIGKILL to %s: still there %gs after SIGTERM", sorted(killed), grace)
 
     def wire(self, session: Session) -> list[dict[str, Any]]:
         agents = self.crew.agents(session.id)
         if not agents and not session.state.live:
-            return [_stored_wire(r, session.name) for r in self.store.agents(session.id)]
-        return [agent_wire(a, self.supervisor.facts(a)) for a in agents]
+            return [stored_wire(r, session.name) for r in self.store.agents(session.id)]
+        now = self.clock.monotonic()
+        return [agent_wire(a, self.supervisor.facts(a), now) for a in agents]
 
     # -- calls ---------------------------------------------------------------
 
     def run(
-        self,
-        peer: Peer,
-        live: Session,
-        *,
-        command: list[str],
-        name: str | None,
-        cwd: str | None,
-        env: dict[str, Any] | None,
-        restart: str | None,
-        labels: list[Any],
-        needs_network: bool,
-    ) -> Agent:
+        self, peer: Peer, live: Session, *, command: list[str], name: str | None,
+        cwd: str | None, env: dict[str, Any] | None, restart: str | None, labels: list[Any],
+        needs_network: bool, checkpoints: dict[str, Any],
+    ) -> Agent:  # fmt: skip
+        """Start an ad-hoc agent as the caller (`checkpoints`: the parent session's)."""
         if live.state not in RUNNABLE:
             raise InvalidState(
                 f"session {live.name} is {live.state.value}: no agents start now",
@@ -356,7 +301,7 @@ class Team:
             )
         wanted = os.path.basename(command[0]) if command and isinstance(command[0], str) else ""
         chosen = name or self.crew.unique_name(live.id, wanted or "agent")
-        checkpoint = handed(self.manager.parent_checkpoints(live), chosen, runner.uid)
+        checkpoint = handed(checkpoints, chosen, runner.uid)
         spec = adhoc_spec(chosen, command, restart, labels, needs_network)
         if self.crew.get(live.id, spec.name):
             raise InvalidParams(
@@ -366,8 +311,13 @@ class Team:
         agent = self.crew.add(
             live, spec, runner=runner, cwd=where, checkpoint=checkpoint, extra_env=extra
         )
+        self._first_start(agent)
+        return agent
+
+    def _first_start(self, agent: Agent) -> None:
+        """Its row, then its process; neither stays if either fails."""
         try:
-            self.save_now([agent])  # on a full disk nothing starts (SPEC §6.2)
+            self.ledger.save_now([agent])  # on a full disk nothing starts (SPEC §6.2)
             self.supervisor.start(agent)
         except StorageError:
             self.crew.discard(agent)
@@ -375,10 +325,6 @@ class Team:
         except SpawnError as exc:
             self.crew.discard(agent)
             raise InvalidParams(str(exc), exc.hint) from None
-        if needs_network:
-            self.manager.follow_network()
-        self.manager.on_change()  # the STATUS= line counts the agents
-        return agent
 
     def find(self, live: Session, name: str) -> Agent:
         agent = self.crew.get(live.id, name)
@@ -423,9 +369,8 @@ class Team:
             ) from None
         return agent
 
-    def by_token(self, token: str) -> Agent:
+    def by_token(self, token: str, live: Session | None) -> Agent:
         agent = self.crew.by_token.get(token)
-        live = self.manager.live
         if agent is None or live is None or agent.session_id != live.id:
             raise BadToken(
                 "that agent token is not valid for the live session",
@@ -433,94 +378,21 @@ class Team:
             )
         return agent
 
-    def report(
-        self, token: str, metrics: dict[str, Any] | None, error: str | None, activity: bool
-    ) -> None:
-        agent = self.by_token(token)
-        for key, value in (metrics or {}).items():
-            if (
-                not METRIC_RE.fullmatch(key)
-                or isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise InvalidParams(
-                    f"metric {key!r} = {value!r}: want a name like tokens and a finite number"
-                    " >= 0 (counters only grow)",
-                    'for example {"tokens": 1500, "cost": 0.025}',
-                )
-        if metrics:
-            self.manager.add_metrics(metrics)
-        if error:
-            self._error(agent, error, f"agent {agent.name} reported: {error}")
-        if activity and self.manager.live is not None:
-            self.manager.move(Event.ACTIVITY, None, "")
-
-    def checkpoint(self, token: str, data: Any) -> int:
-        agent = self.by_token(token)
-        encoded = json.dumps(data)
-        if len(encoded.encode()) > CHECKPOINT_MAX_BYTES:
-            raise InvalidParams(
-                f"checkpoint of {len(encoded.encode())} bytes is over 64 KiB",
-                "store a reference (a path) to large state instead",
-            )
+    def checkpoint(self, agent: Agent, data: Any) -> int:
+        encoded = encoded_checkpoint(data)
         with self.store.transaction():
             return self.store.add_checkpoint(
-                agent.session_id, agent.name, agent.uid, time.time(), encoded
+                agent.session_id, agent.name, agent.uid, self.clock.wall(), encoded
             )
 
+    def remove_files(self, session_id: str) -> None:
+        """A pruned session's logs and checkpoints."""
+        for folder in ("logs", "checkpoints"):
+            shutil.rmtree(self.crew.state_dir / folder / session_id, ignore_errors=True)
 
-def _owner_runner(session: Session) -> Runner:
-    try:
-        return Runner.for_user(session.owner.user)
-    except PermissionDenied:  # an owner unknown to the user database: run as its bare uid
-        return Runner(
-            session.owner.uid,
-            session.owner.uid,
-            (session.owner.uid,),
-            session.owner.user,
-            "/",
-            "/bin/sh",
-        )
-
-
-def _agent_row(agent: Agent) -> dict[str, Any]:
-    return {
-        "session_id": agent.session_id, "name": agent.name, "spec": spec_to_dict(agent.spec),
-        "uid": agent.uid, "gid": agent.gid, "groups": list(agent.groups), "token": agent.token,
-        "cwd": agent.cwd, "env": agent.env, "state": agent.state.value,
-        "desired": agent.desired.value,
-        "pid": agent.pid, "start_ticks": agent.start_ticks, "started_at": agent.started_at,
-        "restarts": agent.restarts, "exit_code": agent.exit_code,
-    }  # fmt: skip
-
-
-def _stored_wire(row: dict[str, Any], session: str) -> dict[str, Any]:
-    spec = row["spec"]
-    return {
-        "name": row["name"],
-        "session": session,
-        "state": row["state"],
-        "pid": None,
-        "started_at": rfc3339(row["started_at"]),
-        "uptime": None,
-        "restarts": row["restarts"],
-        "exit_code": row["exit_code"],
-        "cpu_percent": None,
-        "rss": None,
-        "labels": spec["labels"],
-        "command": spec["command"],
-        "uid": row["uid"],
-        "restart": spec["restart"],
-    }
+    def live_sessions(self) -> list[str]:
+        return list(self.crew.sessions)
 
 
 def _log_key(agent: Agent) -> str:
     return f"{agent.session_id}/{agent.name}"
-
-
-def handed(checkpoints: dict[str, tuple[int | None, Any]], name: str, uid: int) -> Any:
-    """The parent's checkpoint for agent `name`, if the uid that stored it runs this one."""
-    stored = checkpoints.get(name)
-    return stored[1] if stored is not None and stored[0] == uid else None

@@ -16,28 +16,27 @@ a fresh start), `agent_cpu_seconds_total` adds up every run of the agent
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING, Any
 
 from sessiond import __version__
 from sessiond.core.session import State
 
 if TYPE_CHECKING:
-    from sessiond.daemon.sessions import Manager
+    from sessiond.daemon.sessions import Sessions
 
 AGENT_FIGURES = ("name", "state", "pid", "cpu_percent", "cpu_seconds", "rss", "restarts", "labels")
 
 
-def report(manager: Manager) -> dict[str, Any]:
-    live = manager.live
-    by_state = {s.value: 0 for s in State} | manager.store.count_by_state()
-    agents = manager.team.wire(live) if live else []
+def report(sessions: Sessions) -> dict[str, Any]:
+    live = sessions.live
+    by_state = {s.value: 0 for s in State} | sessions.store.count_by_state()
+    agents = sessions.fleet.wire(live) if live else []
     session = {"name": live.name, "id": live.id, "state": live.state.value} if live else None
     found = {
         "version": __version__,
         "sessions": by_state,
         "session": session,
-        "errors": live.error_count(time.time()) if live else 0,
+        "errors": live.error_count(sessions.clock.wall()) if live else 0,
         "restarts": sum(a["restarts"] for a in agents),
         "counters": dict(live.metrics) if live else {},
         "agents": [{k: a.get(k) for k in AGENT_FIGURES} for a in agents],

@@ -22,9 +22,11 @@ import asyncio
 import errno
 import importlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from sessiond.daemon.clock import Clock, Timer
 
 log = logging.getLogger("sessiond")
 
@@ -83,12 +85,16 @@ class NetWatch:
         on_change: Callable[[bool], None],
         on_blind: Callable[[], None],
         grace: Callable[[], float],
+        clock: Clock,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
     ) -> None:
+        self.clock = clock
+        self.spawn = spawn  # the daemon's TaskGroup's: the listener is one of its tasks
         self.on_change = on_change
         self.on_blind = on_blind
         self.grace = grace  # read when needed: a reload may change it
         self.online: bool | None = None  # None until the first reading
-        self._back: asyncio.TimerHandle | None = None
+        self._back: Timer | None = None
 
     async def run(self) -> None:
         try:
@@ -103,7 +109,7 @@ class NetWatch:
             self.on_blind()
             return
         changed = asyncio.Event()
-        listener = asyncio.create_task(self._listen(monitor, changed))
+        listener = self.spawn(self._listen(monitor, changed))
         try:
             await self._watch(query, changed, listener)
         except Exception:
@@ -165,7 +171,7 @@ class NetWatch:
                 self.online = False
                 self.on_change(False)
         elif not self.online and self._back is None:
-            self._back = asyncio.get_running_loop().call_later(self.grace(), self._stayed_up)
+            self._back = self.clock.later(self.grace(), self._stayed_up)
 
     def _stayed_up(self) -> None:
         self._back = None

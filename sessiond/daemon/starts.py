@@ -1,0 +1,79 @@
+"""What a start must pass before it may take the lock, and the refusal when it cannot.
+
+Everything here is checked without the lock: the name, the settings (with
+the template's, re-validated), `--from OLD` (its owner or an admin, and only
+a closed session). A start is then one synchronous step in `Sessions`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sessiond.core.records import Person, Session, check_name, generated_name
+from sessiond.core.settings import AgentSpec, Config, SessionSettings, settings_for
+from sessiond.daemon.access import Peer
+from sessiond.daemon.locks import LockService
+from sessiond.errors import InvalidState, PermissionDenied, SessionActive
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    name: str
+    owner: Person
+    settings: SessionSettings
+    template: str | None
+    parent: str | None
+
+
+def prepare(
+    config: Config, find: Callable[[str], Session], peer: Peer, tty: str | None, *,
+    name: str | None, template: str | None, parent: str | None, overrides: Mapping[str, Any],
+    admin: bool = False,
+) -> StartRequest:  # fmt: skip
+    """Check everything about a start that does not depend on the lock."""
+    settings = settings_for(config.session, config.templates, template, overrides)
+    parent_id = _parent_id(find(parent), parent, peer, admin) if parent else None
+    owner = Person(peer.uid, peer.user, peer.pid, tty)
+    return StartRequest(
+        check_name(name) if name else generated_name(), owner, settings, template, parent_id
+    )
+
+
+def template_agents(config: Config, template: str | None) -> list[AgentSpec]:
+    if template is None:
+        return []
+    return [config.agents[name] for name in config.templates[template].agents]
+
+
+def active_error(live: Session | None, lock: LockService) -> SessionActive:
+    """Why a start that does not wait is refused: who holds the lock, or who is next."""
+    if live is None:  # free, and being handed to the first in line
+        first = lock.waiting()[0]
+        return SessionActive(
+            f"the session lock is being handed to '{first.name}' ({first.user}), "
+            "first in line", "wait with 'sessionc start --wait'",
+        )  # fmt: skip
+    tty = f", {live.owner.tty}" if live.owner.tty else ""
+    since = dt.datetime.fromtimestamp(live.started_at or 0).strftime("%H:%M")
+    return SessionActive(
+        f"session '{live.name}' is already active (owner {live.owner.user}{tty}, since {since})",
+        f"join it with 'sessionc join {live.name}', or wait with 'sessionc start --wait'",
+    )
+
+
+def _parent_id(found: Session, parent: str, peer: Peer, admin: bool) -> str:
+    """--from OLD: OLD's owner and admins only, since its checkpoints come with it."""
+    if not admin and peer.uid != found.owner.uid:
+        raise PermissionDenied(
+            f"{peer.user} may not start from session {found.name}: only its owner "
+            f"({found.owner.user}) and admins may",
+            "start without --from, or ask its owner or an admin",
+        )
+    if found.state.live:
+        raise InvalidState(
+            f"session '{parent}' is still live", "--from takes a closed session: stop it first"
+        )
+    return found.id
