@@ -183,3 +183,6 @@ def test_clocks_convert_wall_to_monotonic_once_per_session():
     # The wall clock steps an hour: the start stays; only new activity is converted again.
     later = policy.clocks_for(900.0, 4600.0, None, now_mono=11.0, now_wall=4601.0, previous=first)
     assert (later.started, later.last_activity) == (-90.0, 10.0)
+    # A move that is not activity, after the step: same stored activity, same instant.
+    moved = policy.clocks_for(900.0, 4600.0, None, now_mono=50.0, now_wall=9000.0, previous=later)
+    assert (moved.started, moved.last_activity) == (-90.0, 10.0)

@@ -323,3 +323,20 @@ def test_offline_suspends_the_session_and_stops_only_the_agent_that_needs_the_ne
             ]  # fmt: skip
 
     run(main)
+
+
+@pytest.mark.timeout(10)
+def test_a_wall_clock_step_moves_no_deadline(tmp_path):
+    async def main() -> None:
+        async with shell(tmp_path, config(agent("net", needs_network=True))) as sh:
+            sh.start(idle_after=3600, timeout=7200)
+            await sh.at(100)
+            sh.clock.set_wall(sh.clock.wall() + 3600)  # the wall clock steps an hour ahead
+            await sh.at(200)
+            sh.sessions.net.network(False)  # a move that is not activity: suspended
+            await sh.at(7199)
+            assert sh.state is State.SUSPENDED
+            await sh.at(7200)
+            assert sh.state is State.EXPIRED
+
+    run(main)

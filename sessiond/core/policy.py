@@ -44,6 +44,9 @@ class Clocks:
     started: float
     last_activity: float
     stop_at: float | None
+    # The stored wall-clock activity `last_activity` was converted from: a move
+    # that is not activity leaves it as it was, and so the deadline.
+    activity_wall: float | None = None
 
 
 def deadlines(
@@ -77,8 +80,9 @@ def clocks_for(
 
     The store keeps wall-clock times (they survive a reboot); deadlines run on
     the monotonic clock (a clock step must not fire them). `previous`, the same
-    session's clocks, keeps its start and stop_at where they were: only the
-    last activity is converted again, so a wall-clock step moves no deadline.
+    session's clocks, keeps its start and stop_at where they were, and its last
+    activity unless that changed: only new activity is converted, so a
+    wall-clock step moves no deadline.
     """
     if previous is None:
         started = now_mono - (now_wall - started_wall)
@@ -86,7 +90,10 @@ def clocks_for(
         if stop_at is not None:
             at = now_mono + (next_stop_at(started_wall, stop_at) - now_wall)
         previous = Clocks(started, started, at)
-    return Clocks(previous.started, now_mono - (now_wall - last_activity_wall), previous.stop_at)
+    elif previous.activity_wall == last_activity_wall:
+        return previous
+    activity = now_mono - (now_wall - last_activity_wall)
+    return Clocks(previous.started, activity, previous.stop_at, last_activity_wall)
 
 
 def next_stop_at(started_wall: float, hhmm: tuple[int, int], tz: dt.tzinfo | None = None) -> float:
