@@ -19,7 +19,6 @@ from typing import Any
 
 from sessiond.core.settings import (
     AGENT_KEYS,
-    COMMAND_RULE,
     ENV_KEYS,
     NAMED_SECTIONS,
     SECTIONS,
@@ -35,6 +34,7 @@ from sessiond.core.settings import (
     parse_table,
 )
 from sessiond.core.units import NAME_RE, NAME_RULE, format_duration
+from sessiond.core.validators import COMMAND_RULE
 from sessiond.errors import ConfigError
 
 

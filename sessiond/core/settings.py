@@ -1,9 +1,9 @@
 """The settings: frozen dataclasses, and the one table per section that types them.
 
 Every key is declared once, in a settings table (`DAEMON_KEYS`, `SESSION_KEYS`,
-`AGENT_KEYS`, `TEMPLATE_KEYS`): its name; a small validator that turns a raw
-value (TOML value, environment or `--set` string, JSON number) into a typed one
-or raises ValueError whose message is the rule; the default, read from the
+`AGENT_KEYS`, `TEMPLATE_KEYS`): its name; a small validator (validators.py) that
+turns a raw value (TOML value, environment or `--set` string, JSON number) into a
+typed one or raises ValueError whose message is the rule; the default, read from the
 dataclass; a help line; for [session] keys, the environment variable. The same
 tables drive the TOML parser (config.py), `SESSIOND_<KEY>` overrides, per-session
 overrides (`session.start`, `--set`, templates) and the reference the docs show.
@@ -16,21 +16,14 @@ step re-validates its raw values through the same table (`session_overrides`).
 from __future__ import annotations
 
 import enum
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
-from sessiond.core.units import (
-    CLOCK_RULE,
-    DURATION_RULE,
-    MAX_SECONDS,
-    NAME_RE,
-    NAME_RULE,
-    parse_clock,
-    parse_duration,
-)
+from sessiond.core import validators as v
+from sessiond.core.units import NAME_RULE
+from sessiond.core.validators import Parser
 from sessiond.errors import ConfigError, InvalidParams, Problem
 
 
@@ -108,128 +101,15 @@ class Config:
     source: str | None = None  # the file it came from; None for the embedded defaults
 
 
-# --- validators: a raw value in, a typed value out, or ValueError(rule) -------
-
-Parser = Callable[[Any], Any]
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _duration(*, zero: bool = False, optional: bool = False) -> Parser:
-    rule = f"{DURATION_RULE}, {'0s or more' if zero else 'more than 0s'}, at most 3650d"
-    rule += ', or "" for none' if optional else ""
-
-    def parse(value: Any) -> float | None:
-        if optional and _blank(value):
-            return None
-        try:
-            seconds = parse_duration(value)
-        except ValueError:
-            raise ValueError(rule) from None
-        if (seconds > 0 or zero) and seconds <= MAX_SECONDS:
-            return seconds
-        raise ValueError(rule)
-
-    return parse
-
-
-def _integer(low: int, high: int | None = None) -> Parser:
-    rule = f"must be an integer from {low} to {high}" if high else f"must be an integer >= {low}"
-
-    def parse(value: Any) -> int:
-        if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
-            value = int(value)
-        if type(value) is int and low <= value and (high is None or value <= high):
-            return value
-        raise ValueError(rule)
-
-    return parse
-
-
-def _choice(kind: type[enum.StrEnum]) -> Parser:
-    values = [member.value for member in kind]
-    rule = "must be one of " + ", ".join(f'"{value}"' for value in values)
-
-    def parse(value: Any) -> enum.StrEnum:
-        if isinstance(value, str) and value.strip() in values:
-            return kind(value.strip())
-        raise ValueError(rule)
-
-    return parse
-
-
-def _text(pattern: str, rule: str, *, optional: bool = False) -> Parser:
-    """A string matching `pattern`; with `optional`, "" means None (the default)."""
-    rule += ', or "" for the default' if optional else ""
-
-    def parse(value: Any) -> str | None:
-        if optional and _blank(value):
-            return None
-        if isinstance(value, str) and re.fullmatch(pattern, value):
-            return value
-        raise ValueError(rule)
-
-    return parse
-
-
-def _names(rule: str) -> Parser:
-    def parse(value: Any) -> tuple[str, ...]:
-        names = tuple(value) if isinstance(value, (list, tuple)) else (None,)
-        valid = all(isinstance(name, str) and NAME_RE.fullmatch(name) for name in names)
-        if valid and len(set(names)) == len(names):
-            return names
-        raise ValueError(rule)
-
-    return parse
-
-
-def _clock(value: Any) -> str | None:
-    if _blank(value):
-        return None
-    try:
-        hour, minute = parse_clock(value)
-    except ValueError:
-        raise ValueError(CLOCK_RULE + ', or "" for none') from None
-    return f"{hour:02d}:{minute:02d}"
-
-
-COMMAND_RULE = 'must be a non-empty list of strings like ["/usr/bin/python3", "-m", "scanner"]'
-ENV_RULE = 'must be a table of NAME = "value" strings; no NAME has "=" or starts with SESSIOND_'
-_ENV_NAME = re.compile(r"(?!SESSIOND_)[^=\0]+")  # the daemon sets SESSIOND_* itself
-
-
-def _command(value: Any) -> tuple[str, ...]:
-    args = tuple(value) if isinstance(value, (list, tuple)) else ()
-    if args and args[0] and all(isinstance(a, str) and "\0" not in a for a in args):
-        return args
-    shell = ": a list of strings, never a shell string" if isinstance(value, str) else ""
-    raise ValueError(COMMAND_RULE + shell)
-
-
-def _env(value: Any) -> tuple[tuple[str, str], ...]:
-    pairs = tuple(value.items()) if isinstance(value, Mapping) else (("=", ""),)
-    if all(_ENV_NAME.fullmatch(k) and isinstance(v, str) and "\0" not in v for k, v in pairs):
-        return pairs
-    raise ValueError(ENV_RULE)
-
-
-def _boolean(value: Any) -> bool:
-    if value is True or value is False:
-        return value
-    raise ValueError("must be true or false")
-
-
 # --- the settings tables ------------------------------------------------------
 
-_DURATION = _duration()
-_DURATION_OR_ZERO = _duration(zero=True)
-_DURATION_OR_NONE = _duration(optional=True)
+_DURATION = v.duration()
+_DURATION_OR_ZERO = v.duration(zero=True)
+_DURATION_OR_NONE = v.duration(optional=True)
 _DURATIONS = (_DURATION, _DURATION_OR_ZERO, _DURATION_OR_NONE)
 _ACCOUNT = r"[^\s:/,]{1,256}"
 _ACCOUNT_RULE = "must be a user or group name (no spaces, ':', ',' or '/')"
-_LABELS = _names("must be a list of distinct labels, each " + NAME_RULE.removeprefix("must be "))
+_LABELS = v.names("must be a list of distinct labels, each " + NAME_RULE.removeprefix("must be "))
 
 
 @dataclass(frozen=True)
@@ -256,47 +136,47 @@ def _table(cls: type, env: bool, rows: Iterable[tuple[Any, ...]]) -> dict[str, S
 
 
 DAEMON_KEYS = _table(DaemonSettings, False, [
-    ("socket_group", _text(_ACCOUNT, _ACCOUNT_RULE), "group allowed on the socket (system mode)"),
-    ("admin_group", _text(_ACCOUNT, _ACCOUNT_RULE), "its members are admins of every session"),
-    ("on_shutdown", _choice(OnShutdown), 'on SIGTERM, "stop" the agents or "keep" them running'),
-    ("max_clients", _integer(1, 65536), "connections at once"),
-    ("max_clients_per_user", _integer(1, 65536),
+    ("socket_group", v.text(_ACCOUNT, _ACCOUNT_RULE), "group allowed on the socket (system mode)"),
+    ("admin_group", v.text(_ACCOUNT, _ACCOUNT_RULE), "its members are admins of every session"),
+    ("on_shutdown", v.choice(OnShutdown), 'on SIGTERM, "stop" the agents or "keep" them running'),
+    ("max_clients", v.integer(1, 65536), "connections at once"),
+    ("max_clients_per_user", v.integer(1, 65536),
      "connections of one uid at once (root and admins: no limit of their own)"),
     ("idle_client_timeout", _DURATION,
      "a connection with no request and no subscription is closed after this"),
-    ("max_request_bytes", _integer(1024, 64 << 20), "longest request line"),
+    ("max_request_bytes", v.integer(1024, 64 << 20), "longest request line"),
     ("client_timeout", _DURATION, "a half-sent request is cut off after this"),
     ("network_grace", _DURATION_OR_ZERO, "the network must be back this long to resume"),
-    ("history_days", _integer(1, 36500), "closed sessions are kept this many days"),
-    ("log_max_bytes", _integer(4096), "per agent log file, then rotated"),
-    ("log_files", _integer(1, 1000), "agent log files kept, counting the current one"),
+    ("history_days", v.integer(1, 36500), "closed sessions are kept this many days"),
+    ("log_max_bytes", v.integer(4096), "per agent log file, then rotated"),
+    ("log_files", v.integer(1, 1000), "agent log files kept, counting the current one"),
 ])  # fmt: skip
 SESSION_KEYS = _table(SessionSettings, True, [
     ("timeout", _DURATION, "no activity for this long: the session expires"),
     ("idle_after", _DURATION, "no activity for this long: the session is idle"),
-    ("error_threshold", _integer(1, 1_000_000), "this many errors: disconnected"),
+    ("error_threshold", v.integer(1, 1_000_000), "this many errors: disconnected"),
     ("error_window", _DURATION, "errors older than this no longer count"),
-    ("max_agents", _integer(1, 10000), "agents in one session at most"),
+    ("max_agents", v.integer(1, 10000), "agents in one session at most"),
     ("max_duration", _DURATION_OR_NONE, 'the session is closed after this; "" for none'),
-    ("stop_at", _clock, 'the session is closed at this local time "HH:MM"; "" for none'),
+    ("stop_at", v.clock, 'the session is closed at this local time "HH:MM"; "" for none'),
 ])  # fmt: skip
 AGENT_KEYS = _table(AgentSpec, False, [
-    ("command", _command, "argv, required; never a shell string", '["/usr/bin/prog", "arg"]'),
-    ("cwd", _text(r"/[^\0]*", "must be an absolute path", optional=True), "working directory"),
-    ("env", _env, "extra environment variables", "{}"),
-    ("user", _text(_ACCOUNT, _ACCOUNT_RULE, optional=True), 'run as; "" for the session owner'),
-    ("restart", _choice(RestartPolicy), '"on-failure", "always" or "never"'),
+    ("command", v.command, "argv, required; never a shell string", '["/usr/bin/prog", "arg"]'),
+    ("cwd", v.text(r"/[^\0]*", "must be an absolute path", optional=True), "working directory"),
+    ("env", v.environment, "extra environment variables", "{}"),
+    ("user", v.text(_ACCOUNT, _ACCOUNT_RULE, optional=True), 'run as; "" for the session owner'),
+    ("restart", v.choice(RestartPolicy), '"on-failure", "always" or "never"'),
     ("backoff_initial", _DURATION, "first delay in a crash loop; doubles each time"),
     ("backoff_max", _DURATION, "longest delay in a crash loop"),
     ("min_uptime", _DURATION, "an exit sooner than this is a quick exit (crash loop)"),
-    ("max_restarts", _integer(0, 10000), "restarts after quick exits in a row, then failed"),
+    ("max_restarts", v.integer(0, 10000), "restarts after quick exits in a row, then failed"),
     ("stop_timeout", _DURATION, "SIGTERM, then SIGKILL after this"),
-    ("needs_network", _boolean, "paused while there is no default route"),
+    ("needs_network", v.boolean, "paused while there is no default route"),
     ("labels", _LABELS, "labels to count agents by"),
 ])  # fmt: skip
 TEMPLATE_KEYS = {
     "agents": Setting(
-        "agents", _names("must be a list of agent names, each once"), (), "agents started with it"
+        "agents", v.names("must be a list of agent names, each once"), (), "agents started with it"
     ),
     **SESSION_KEYS,
 }
