@@ -25,6 +25,7 @@ from sessiond.core.settings import (
     SESSION_KEYS,
     TEMPLATE_KEYS,
     AgentSpec,
+    ClusterSettings,
     Config,
     DaemonSettings,
     Problems,
@@ -128,7 +129,43 @@ def _build(doc: Mapping[str, Any], problems: Problems) -> Config:
         for name, raw in _named(doc, "templates", problems).items()
     }
     daemon, session = DaemonSettings(**settings["daemon"]), SessionSettings(**settings["session"])
-    return Config(daemon, session, MappingProxyType(agents), MappingProxyType(templates))
+    raw_cluster = doc.get("cluster")
+    cluster = _cluster(settings["cluster"], raw_cluster if isinstance(raw_cluster, Mapping) else {},
+                       problems)  # fmt: skip
+    return Config(daemon, session, cluster, agents=MappingProxyType(agents),
+                  templates=MappingProxyType(templates))  # fmt: skip
+
+
+def _cluster(values: dict[str, Any], raw: Mapping[str, Any], problems: Problems) -> ClusterSettings:
+    """[cluster], and the rules between its keys (a key with a problem of its own is left out)."""
+    cluster = ClusterSettings(**values)
+    bad = {key for key in raw if key not in values}
+    if cluster.backend == "etcd" and not cluster.endpoints and "endpoints" not in bad:
+        rule = 'must list at least one etcd member when backend = "etcd", e.g. ["http://10.0.0.1:2379"]'
+        problems.add("cluster.endpoints", raw.get("endpoints"), rule)
+    if len({e.startswith("https://") for e in cluster.endpoints if "://" in e}) > 1:
+        rule = "must be all http:// or all https://: TLS is one choice for the whole cluster"
+        problems.add("cluster.endpoints", raw.get("endpoints"), rule)
+    for key, other in (("cert_file", "key_file"), ("key_file", "cert_file")):
+        if getattr(cluster, key) and not getattr(cluster, other) and other not in bad:
+            rule = f"must be set with {key}: a client certificate goes with its private key"
+            problems.add(f"cluster.{other}", raw.get(other), rule)
+    for key in ("ca_file", "cert_file", "key_file"):
+        if (path := getattr(cluster, key)) and (reason := _unreadable(Path(path))):
+            problems.add(f"cluster.{key}", path, f"must be a readable file: {reason}")
+    return cluster
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the daemon could not read `path` now; None if it can. A typo is a config error, not
+    an outage at the first connection to etcd."""
+    if not path.is_file():  # and never open() a FIFO: --check-config would hang
+        return "not a regular file" if path.exists() else "no such file"
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _read_toml(path: str, problems: Problems) -> dict[str, Any]:
@@ -166,6 +203,16 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str])
     if problems or env_problems:
         raise ConfigError([*problems, *env_problems])
     return replace(config, session=session, source=source)
+
+
+def summary(config: Config) -> str:
+    """What `sessiond --check-config` says of a valid configuration: where from, which lock."""
+    c, where = config.cluster, config.source or "embedded defaults"
+    lock = "local"
+    if c.backend == "etcd":
+        count = f"{len(c.endpoints)} endpoint{'s' if len(c.endpoints) != 1 else ''}"
+        lock = f"etcd (name {c.name}, {count}{', TLS' if c.tls else ''})"
+    return f"{where}: configuration is valid; cluster backend: {lock}"
 
 
 def default_config_path(system: bool, environ: Mapping[str, str]) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sessiond import __version__, log
-from sessiond.config import ConfigError, resolve_config
+from sessiond.config import ConfigError, resolve_config, summary
 from sessiond.core.settings import Config
 from sessiond.daemon import procs
 from sessiond.daemon.access import group_id
@@ -305,6 +305,9 @@ class Daemon:
         except ConfigError as exc:
             logger.error("reload refused, keeping the running configuration: %s", exc.message)
         else:
+            if config.cluster != self.config.cluster:  # the lock service is built once, at start
+                logger.warning("[cluster] changed: it applies at the next start, not on reload")
+                config = dataclasses.replace(config, cluster=self.config.cluster)
             self.config = self.manager.config = config
             self.admin_gid = group_id(config.daemon.admin_group)
             self._set_socket_mode()
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = resolve_config(args.config, not args.user, os.environ)
         if args.check_config:
-            print(f"{config.source or 'embedded defaults'}: configuration is valid")
+            print(summary(config))
             return 0
         paths = daemon_paths(args.user, args.socket, args.state_dir)
         asyncio.run(Daemon(config, paths, args.user, args.config).run())

@@ -1,7 +1,7 @@
 """The settings: frozen dataclasses, and the one table per section that types them.
 
 Every key is declared once, in a settings table (`DAEMON_KEYS`, `SESSION_KEYS`,
-`AGENT_KEYS`, `TEMPLATE_KEYS`): its name; a small validator (validators.py) that
+`CLUSTER_KEYS`, `AGENT_KEYS`, `TEMPLATE_KEYS`): its name; a small validator (validators.py) that
 turns a raw value (TOML value, environment or `--set` string, JSON number) into a
 typed one or raises ValueError whose message is the rule; the default, read from the
 dataclass; a help line; for [session] keys, the environment variable. The same
@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from sessiond.core import validators as v
-from sessiond.core.units import NAME_RULE
+from sessiond.core.units import HOST_RE, HOST_RULE, NAME_RE, NAME_RULE
 from sessiond.core.validators import Parser
 from sessiond.errors import ConfigError, InvalidParams, Problem
 
@@ -66,6 +66,26 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    backend: str = "local"  # or "etcd"
+    endpoints: tuple[str, ...] = ()
+    name: str = "default"
+    host: str = ""  # "": the machine's host name, which the daemon looks up (core makes no calls)
+    lease_ttl: float = 10.0
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def addresses(self) -> tuple[str, ...]:
+        """The endpoints as "HOST:PORT", the scheme dropped: what a client dials."""
+        return tuple(endpoint.rpartition("://")[2] for endpoint in self.endpoints)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca_file) or any(e.startswith("https://") for e in self.endpoints)
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     name: str
     command: tuple[str, ...]
@@ -96,6 +116,7 @@ class Template:
 class Config:
     daemon: DaemonSettings = DaemonSettings()
     session: SessionSettings = SessionSettings()
+    cluster: ClusterSettings = ClusterSettings()
     agents: Mapping[str, AgentSpec] = field(default_factory=lambda: MappingProxyType({}))
     templates: Mapping[str, Template] = field(default_factory=lambda: MappingProxyType({}))
     source: str | None = None  # the file it came from; None for the embedded defaults
@@ -106,9 +127,11 @@ class Config:
 _DURATION = v.duration()
 _DURATION_OR_ZERO = v.duration(zero=True)
 _DURATION_OR_NONE = v.duration(optional=True)
-_DURATIONS = (_DURATION, _DURATION_OR_ZERO, _DURATION_OR_NONE)
+_LEASE_TTL = v.duration(least=3.0)  # renewed every third of it, given up at half (SPEC §10)
+_DURATIONS = (_DURATION, _DURATION_OR_ZERO, _DURATION_OR_NONE, _LEASE_TTL)
 _ACCOUNT = r"[^\s:/,]{1,256}"
 _ACCOUNT_RULE = "must be a user or group name (no spaces, ':', ',' or '/')"
+_FILE = v.text(r"(?:/[^\0]*)?", 'must be an absolute path, or "" for none')
 _LABELS = v.names("must be a list of distinct labels, each " + NAME_RULE.removeprefix("must be "))
 
 
@@ -160,6 +183,19 @@ SESSION_KEYS = _table(SessionSettings, True, [
     ("max_duration", _DURATION_OR_NONE, 'the session is closed after this; "" for none'),
     ("stop_at", v.clock, 'the session is closed at this local time "HH:MM"; "" for none'),
 ])  # fmt: skip
+CLUSTER_KEYS = _table(ClusterSettings, False, [
+    ("backend", v.text("local|etcd", 'must be "local" or "etcd"'),
+     '"local": the lock is this machine\'s; "etcd": one lock across the daemons of a cluster'),
+    ("endpoints", v.endpoints, "etcd members' client URLs; any one will do"),
+    ("name", v.text(NAME_RE.pattern, NAME_RULE + " (the lock's keys are /sessiond/NAME/…)"),
+     "daemons with the same endpoints and name share one lock (keys under /sessiond/NAME/)"),
+    ("host", v.text(f"|{HOST_RE.pattern}", HOST_RULE + ', or "" for the machine\'s'),
+     'this daemon\'s name in the cluster; "" for the machine\'s host name'),
+    ("lease_ttl", _LEASE_TTL, "how long the cluster waits for a silent holder"),
+    ("ca_file", _FILE, 'CA certificates of the https endpoints; "" for the system\'s'),
+    ("cert_file", _FILE, 'client certificate, with key_file; "" for none'),
+    ("key_file", _FILE, 'its private key, with cert_file; "" for none'),
+])  # fmt: skip
 AGENT_KEYS = _table(AgentSpec, False, [
     ("command", v.command, "argv, required; never a shell string", '["/usr/bin/prog", "arg"]'),
     ("cwd", v.text(r"/[^\0]*", "must be an absolute path", optional=True), "working directory"),
@@ -180,7 +216,7 @@ TEMPLATE_KEYS = {
     ),
     **SESSION_KEYS,
 }
-SECTIONS = {"daemon": DAEMON_KEYS, "session": SESSION_KEYS}  # [daemon], [session]
+SECTIONS = {"daemon": DAEMON_KEYS, "session": SESSION_KEYS, "cluster": CLUSTER_KEYS}
 NAMED_SECTIONS = {"agents": AGENT_KEYS, "templates": TEMPLATE_KEYS}  # [agents.NAME], …
 ENV_KEYS = {s.env: s for s in SESSION_KEYS.values() if s.env}
 

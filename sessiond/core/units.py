@@ -12,6 +12,11 @@ DURATION_RULE = "must be a duration like 90s, 5m, 1h30m or plain seconds"
 CLOCK_RULE = "must be a time of day HH:MM, 24-hour (00:00 to 23:59)"
 NAME_RULE = "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+HOST_RULE = NAME_RULE.replace("must be 1 to 64", "must be a host name: 1 to 253")
+HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+ENDPOINT_RULE = 'must be "http://HOST:PORT", "https://HOST:PORT" or "HOST:PORT", PORT 1 to 65535'
+_HOST_OR_IP = r"(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])"  # IPv6 in brackets, as in URLs
+_ENDPOINT_RE = re.compile(rf"(?:https?://)?{_HOST_OR_IP}:([0-9]{{1,5}})")
 MAX_SECONDS = 3650 * 86400.0  # ten years: now + any duration stays inside datetime's range
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 _DURATION_RE = re.compile(r"\s*".join(rf"(?:({_NUMBER}){unit})?" for unit in "dhms"))
@@ -63,3 +68,11 @@ def parse_clock(value: str) -> tuple[int, int]:
     if match is None:
         raise ValueError(CLOCK_RULE)
     return int(match[1]), int(match[2])
+
+
+def parse_endpoint(value: object) -> str:
+    """An etcd member's client URL as written; a bare "HOST:PORT" has no scheme of its own."""
+    match = _ENDPOINT_RE.fullmatch(value) if isinstance(value, str) else None
+    if match and 0 < int(match[1]) < 65536:
+        return match[0]
+    raise ValueError(ENDPOINT_RULE)

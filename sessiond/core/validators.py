@@ -15,10 +15,12 @@ from typing import Any
 from sessiond.core.units import (
     CLOCK_RULE,
     DURATION_RULE,
+    ENDPOINT_RULE,
     MAX_SECONDS,
     NAME_RE,
     parse_clock,
     parse_duration,
+    parse_endpoint,
 )
 
 Parser = Callable[[Any], Any]
@@ -28,8 +30,9 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def duration(*, zero: bool = False, optional: bool = False) -> Parser:
-    rule = f"{DURATION_RULE}, {'0s or more' if zero else 'more than 0s'}, at most 3650d"
+def duration(*, zero: bool = False, optional: bool = False, least: float = 0.0) -> Parser:
+    low = f"at least {least:g}s" if least else "0s or more" if zero else "more than 0s"
+    rule = f"{DURATION_RULE}, {low}, at most 3650d"
     rule += ', or "" for none' if optional else ""
 
     def parse(value: Any) -> float | None:
@@ -39,7 +42,7 @@ def duration(*, zero: bool = False, optional: bool = False) -> Parser:
             seconds = parse_duration(value)
         except ValueError:
             raise ValueError(rule) from None
-        if (seconds > 0 or zero) and seconds <= MAX_SECONDS:
+        if (seconds > 0 or zero) and least <= seconds <= MAX_SECONDS:
             return seconds
         raise ValueError(rule)
 
@@ -94,6 +97,18 @@ def names(rule: str) -> Parser:
         raise ValueError(rule)
 
     return parse
+
+
+def endpoints(value: Any) -> tuple[str, ...]:
+    rule = "must be a list of etcd endpoints, each " + ENDPOINT_RULE.removeprefix("must be ")
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(rule)
+    for endpoint in value:
+        try:
+            parse_endpoint(endpoint)
+        except ValueError:
+            raise ValueError(f"{rule}; not {endpoint!r}") from None
+    return tuple(value)
 
 
 def clock(value: Any) -> str | None:
