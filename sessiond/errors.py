@@ -14,6 +14,8 @@
         ├── WaitTimeout           -32008  WAIT_TIMEOUT
         ├── BadToken              -32009  BAD_TOKEN
         ├── StorageError          -32010  STORAGE_ERROR
+        ├── RemoteSession         -32011  REMOTE_SESSION
+        ├── ClusterUnavailable    -32012  CLUSTER_UNAVAILABLE
         └── InvalidParams         -32602  (standard JSON-RPC)
 
 Handlers raise; the RPC boundary turns an exception into an error object with
@@ -137,6 +139,14 @@ class StorageError(DomainError):
     transient = True  # the disk (full, read-only): the same write may succeed later
 
 
+class RemoteSession(DomainError):
+    code, name = -32011, "REMOTE_SESSION"
+
+
+class ClusterUnavailable(DomainError):
+    code, name = -32012, "CLUSTER_UNAVAILABLE"
+
+
 class InvalidParams(DomainError):
     code, name = INVALID_PARAMS, "INVALID_PARAMS"
 
@@ -149,11 +159,13 @@ EXIT_UNREACHABLE = 3
 EXIT_CODES: dict[int, int] = {
     SessionActive.code: 4,
     SessionMismatch.code: 4,
+    RemoteSession.code: 4,  # like SESSION_ACTIVE: the lock is taken, here by another host
     NoSession.code: 5,
     AgentNotFound.code: 5,
     PermissionDenied.code: 6,
     BadToken.code: 6,
     WaitTimeout.code: 7,
+    ClusterUnavailable.code: 8,
 }
 
 

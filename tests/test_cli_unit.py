@@ -509,6 +509,8 @@ def test_start_timeout_never_cuts_a_wait() -> None:
         (-32004, 6),
         (-32009, 6),
         (-32008, 7),
+        (-32011, 4),
+        (-32012, 8),
         (-32005, 1),
         (-32007, 1),
         (-32010, 1),
@@ -522,7 +524,7 @@ def test_exit_code_mapping(code: int, status: int) -> None:
 
 
 def test_exit_code_table_is_the_spec() -> None:
-    assert sorted(set(EXIT_CODES.values())) == [4, 5, 6, 7]
+    assert sorted(set(EXIT_CODES.values())) == [4, 5, 6, 7, 8]
     assert Unreachable("/x", "gone").exit_code == 3
     assert Disconnected("/x").exit_code == 3
 

@@ -36,8 +36,9 @@ else:
 
 EPILOG = """\
 exit status: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable,
-  4 session active or mismatch, 5 no session or agent not found,
-  6 permission denied or bad token, 7 wait timed out, 130 interrupted;
+  4 session active, mismatch or on another host, 5 no session or agent not found,
+  6 permission denied or bad token, 7 wait timed out, 8 cluster unavailable,
+  130 interrupted;
   health: 0 healthy, 5 not found, 1 otherwise.
 --json prints one JSON document on stdout, {"error": {...}} on failure;
   'events -f' and 'logs -f' print one JSON value per line."""

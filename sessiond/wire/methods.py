@@ -23,12 +23,14 @@ from sessiond.daemon.access import Role
 from sessiond.errors import (
     AgentNotFound,
     BadToken,
+    ClusterUnavailable,
     DomainError,
     InvalidParams,
     InvalidState,
     LimitReached,
     NoSession,
     PermissionDenied,
+    RemoteSession,
     SessionActive,
     SessionMismatch,
     StorageError,
@@ -145,10 +147,11 @@ def rpc_discover(ctx: Ctx) -> dict[str, Any]:
 ANYONE, PT, OW = Role.OBSERVER, Role.PARTICIPANT, Role.OWNER
 TOKEN = Role.OBSERVER  # whoever holds an agent's token, whatever its uid: checked by the handler
 AGENT_NAME = P("name", "string", required=True)
-# The domain errors of calls on the live session (manager.resolve and the state table).
-LIVE = (NoSession, SessionMismatch)
+# The domain errors of calls on the live session (manager.resolve and the state table); in a
+# cluster, such a call must act where the session runs (SPEC §10).
+LIVE = (NoSession, SessionMismatch, RemoteSession)
 MOVE = (*LIVE, InvalidState, StorageError)
-ON_AGENT = (NoSession, AgentNotFound)
+ON_AGENT = (NoSession, AgentNotFound, RemoteSession)
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("daemon.ping", daemon_ping, ANYONE, result=ref("daemon")),
     Method("rpc.discover", rpc_discover, ANYONE, result=ref("openrpc")),
@@ -156,7 +159,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("session.start", session_start, ANYONE, (
         NAME, P("template", "string", "null"), P("from", "string", "null"),
         P("wait", "number", "boolean", "null"), TTY, *SESSION_PARAMS), SESSION,
-        (SessionActive, WaitTimeout, NoSession, PermissionDenied, InvalidState, StorageError)),
+        (SessionActive, WaitTimeout, NoSession, PermissionDenied, InvalidState, StorageError,
+         ClusterUnavailable)),
     Method("session.join", session_join, ANYONE, (NAME, TTY), SESSION, (*LIVE, StorageError)),
     Method("session.leave", session_leave, ANYONE, (NAME, TTY), SESSION, MOVE),
     Method("session.stop", session_stop, OW, (NAME, P("reason", "string", "null")), SESSION,
@@ -181,13 +185,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            (P("lines", "integer"), P("session", "string", "null")), array(ref("event")),
            (NoSession,)),
     Method("subscribe", subscribe, ANYONE, (P("topics", "array", required=True),),
-           ref("subscribed"), (*ON_AGENT, PermissionDenied)),
+           ref("subscribed"), (NoSession, AgentNotFound, PermissionDenied)),
     Method("agent.list", agent_list, ANYONE, result=AGENTS),
     Method("agent.run", agent_run, OW, (
         P("command", "array", required=True), NAME, P("cwd", "string", "null"),
         P("env", "object", "null"), P("restart", "string", "null"),
         P("labels", "array", "null"), P("needs_network", "boolean")), AGENT,
-        (NoSession, InvalidState, LimitReached, StorageError)),
+        (NoSession, InvalidState, LimitReached, StorageError, RemoteSession)),
     Method("agent.start", agent_start, OW, (AGENT_NAME,), AGENT, (*ON_AGENT, InvalidState)),
     Method("agent.stop", agent_stop, OW, (AGENT_NAME,), AGENT, ON_AGENT),
     Method("agent.restart", agent_restart, OW, (AGENT_NAME,), AGENT, (*ON_AGENT, InvalidState)),
