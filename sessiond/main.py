@@ -25,7 +25,7 @@ from typing import Any
 
 from sessiond import __version__, log
 from sessiond.config import ConfigError, resolve_config, summary
-from sessiond.core.settings import Config
+from sessiond.core.settings import ClusterSettings, Config
 from sessiond.daemon import procs
 from sessiond.daemon.access import group_id
 from sessiond.daemon.app import App
@@ -76,6 +76,11 @@ def hang() -> None:
         time.sleep(3600)
 
 
+def daemon_host(cluster: ClusterSettings) -> str:
+    """This daemon's name on its sessions and in the cluster (SPEC §10)."""
+    return cluster.host or socket.gethostname()
+
+
 def watchdog_interval() -> float | None:
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
@@ -95,6 +100,7 @@ class Daemon:
         self.clock = SystemClock()
         self.started = self.clock.monotonic()
         self.notify = Notifier()
+        self.host = daemon_host(config.cluster)  # [cluster] applies at start only
         self.admin_gid = group_id(config.daemon.admin_group)
         self.stopping = asyncio.Event()
         self.store: Store | None = None
@@ -161,7 +167,7 @@ class Daemon:
         fleet = Fleet(journal, crew, Processes(crew.instance), self.clock,
                       (d.log_max_bytes, d.log_files))  # fmt: skip
         sessions = Sessions(self.config, journal, fleet, LocalLock(), tg.create_task,
-                            clock=self.clock)  # fmt: skip
+                            clock=self.clock, host=self.host)  # fmt: skip
         sessions.on_change = self._status
         sessions.net.watch_network = lambda: self._watch_network(tg)
         return sessions

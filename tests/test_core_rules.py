@@ -110,7 +110,7 @@ def _session(owner: int = 1000, participants: tuple[int, ...] = ()) -> Session:
     who = Person(owner, "ann", None, None)
     return Session(
         id="i", name="n", state=State.ACTIVE, owner=who, settings=SessionSettings(),
-        created_at=0.0, last_activity=0.0,
+        created_at=0.0, last_activity=0.0, host="h", fence=1,
         participants=tuple(Participant(Person(u, f"u{u}", None, None), 0.0) for u in participants),
     )  # fmt: skip
 

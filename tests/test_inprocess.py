@@ -118,7 +118,7 @@ async def shell(tmp_path: Path, cfg: Config, wall: float = WALL) -> AsyncIterato
             fleet.open = lambda agent: os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)  # type: ignore[method-assign]
             fleet.close = lambda agent: None  # type: ignore[method-assign]
             spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]] = tg.create_task
-            sessions = Sessions(cfg, journal, fleet, LocalLock(), spawn, clock=clock)
+            sessions = Sessions(cfg, journal, fleet, LocalLock(), spawn, clock=clock, host="here")
             procs.sigchld = fleet.supervisor.reap  # main.py: add_signal_handler(SIGCHLD, …)
             yield Shell(clock, procs, outlet, store, fleet, sessions)
             await clock.advance(0)  # the last agent changes are written

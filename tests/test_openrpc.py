@@ -295,7 +295,8 @@ def test_the_health_of_a_session_in_any_state_matches_its_schema(state):
     now = time.time()
     session = None if state is None else Session(
         "id", "s", state, Person(0, "root", None, None), SessionSettings(),
-        created_at=now - 3600, last_activity=now - 3600, started_at=now - 3600,
+        created_at=now - 3600, last_activity=now - 3600, started_at=now - 3600, host="h",
+        fence=1,
     )  # fmt: skip
     for errors in (0, 3):
         jsonschema.Draft7Validator(closed(SCHEMAS["health"])).validate(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 
+from sessiond.daemon.schema import MIGRATIONS
 from sessiond.daemon.store import DB_NAME, SCHEMA_VERSION, Store
 from sessiond.errors import StorageError
 
@@ -18,6 +20,7 @@ def row(id_: str, state: str = "active", name: str = "n", created: float = 1.0) 
         "started_at": created, "last_activity": created, "closed_at": None,
         "close_reason": None, "pause_reason": None, "errors_reset_at": None,
         "last_error_agent": None, "last_error_text": None, "last_error_at": None,
+        "host": "h", "fence": 1,
     }  # fmt: skip
 
 
@@ -89,3 +92,33 @@ def test_read_only_database_is_a_storage_error(tmp_path):
         ro.save_session(row("a"))
     assert "unable to write the store" in failed.value.message
     assert failed.value.hint
+
+
+def test_fences_grow_across_reopening_and_pruning(tmp_path):
+    store = Store.open(tmp_path)
+    with store.transaction():
+        first, second = store.next_fence(), store.next_fence()
+        store.save_session({**row("a", state="closed"), "fence": second, "closed_at": 1.0})
+    assert 0 < first < second
+    store.close()
+    again = Store.open(tmp_path)
+    with again.transaction():
+        assert again.prune(closed_before=2.0) == ["a"]
+    assert again.next_fence() > second  # none is handed out twice, even once its row is gone
+
+
+def test_a_store_from_before_fences_is_migrated(tmp_path):
+    """Version 4 (no host, no fence): its sessions keep fence 0, below every new one."""
+    db = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    for script in MIGRATIONS[:4]:
+        db.executescript(script)
+    old = {k: v for k, v in row("old", state="closed").items() if k not in ("host", "fence")}
+    db.execute(f"INSERT INTO sessions ({', '.join(old)}) VALUES ({', '.join('?' * len(old))})",
+               [json.dumps(v) if isinstance(v, dict) else v for v in old.values()])  # fmt: skip
+    db.execute("PRAGMA user_version = 4")
+    db.close()
+    store = Store.open(tmp_path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    found = store.find_session("old")
+    assert (found["host"], found["fence"]) == ("", 0)
+    assert store.next_fence() == 1

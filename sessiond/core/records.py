@@ -101,6 +101,10 @@ class Session:
     settings: SessionSettings
     created_at: float
     last_activity: float
+    # Where it runs, and its fence: larger than that of every session that took the lock
+    # before it (SPEC §10); 0 for sessions from before fences.
+    host: str
+    fence: int
     started_at: float | None = None
     template: str | None = None
     parent: str | None = None
@@ -145,6 +149,7 @@ class Session:
             "last_error_agent": last.agent if last else None,
             "last_error_text": last.text if last else None,
             "last_error_at": last.at if last else None,
+            "host": self.host, "fence": self.fence,
         }  # fmt: skip
 
     @classmethod
@@ -160,7 +165,8 @@ class Session:
         return cls(
             id=row["id"], name=row["name"], state=State(row["state"]), owner=owner,
             settings=SessionSettings(**row["settings"]), created_at=row["created_at"],
-            last_activity=row["last_activity"], started_at=row["started_at"],
+            last_activity=row["last_activity"], host=row["host"], fence=row["fence"],
+            started_at=row["started_at"],
             template=row["template"], parent=row["parent"], closed_at=row["closed_at"],
             close_reason=row["close_reason"], pause_reason=row["pause_reason"],
             errors_reset_at=row["errors_reset_at"], error_times=error_times,
@@ -188,4 +194,5 @@ class Session:
                        "last": self.last_error.to_wire() if self.last_error else None},
             "metrics": dict(self.metrics),
             "settings": session_settings_to_wire(s),
+            "host": self.host, "fence": self.fence,
         }  # fmt: skip

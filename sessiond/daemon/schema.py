@@ -108,4 +108,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN last_error_text TEXT;
     ALTER TABLE sessions ADD COLUMN last_error_at REAL;
     """,
+    # Where a session runs and its fence (SPEC §10). The fence counter is a row of its
+    # own, not MAX(fence): pruning the newest closed sessions must not hand theirs out again.
+    # Sessions from before fences keep 0, below every fence handed out.
+    """
+    ALTER TABLE sessions ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO counters (name, value) VALUES ('fence', 0);
+    """,
 ]

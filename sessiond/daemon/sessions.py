@@ -48,9 +48,10 @@ log = logging.getLogger("sessiond")
 class Sessions:
     def __init__(
         self, config: Config, journal: Journal, fleet: Fleet, lock: LockService, spawn: Spawn,
-        *, clock: Clock,
+        *, clock: Clock, host: str,
     ) -> None:  # fmt: skip
         self.config = config
+        self.host = host  # this daemon's: where the sessions it starts run (SPEC §10)
         self.journal = journal
         self.store = journal.store
         self.fleet = fleet
@@ -128,21 +129,22 @@ class Sessions:
         return [claim.to_wire() for claim in self.lock.waiting()]
 
     def _launch(self, request: StartRequest, claim: Any = None) -> Session:
-        now = self.clock.wall()
-        fresh = Session(
-            id=str(uuid.uuid4()), name=request.name, state=State.STARTING,
-            owner=request.owner, settings=request.settings, created_at=now,
-            last_activity=now, started_at=now, template=request.template,
-            parent=request.parent,
-        )  # fmt: skip
-        self.lock.take(fresh.id, claim)
+        now, session_id = self.clock.wall(), str(uuid.uuid4())
+        self.lock.take(session_id, claim)
         try:
             with self.journal.transaction():
+                # Counted with the row that holds it: a start that rolls back used no fence.
+                fresh = Session(
+                    id=session_id, name=request.name, state=State.STARTING,
+                    owner=request.owner, settings=request.settings, created_at=now,
+                    last_activity=now, host=self.host, fence=self.store.next_fence(),
+                    started_at=now, template=request.template, parent=request.parent,
+                )  # fmt: skip
                 self.store.save_session(fresh.to_row())
                 self._event(fresh, Kind.SESSION_STARTING, f"session {fresh.name} starting for "
                             f"{fresh.owner.user}", {"owner": fresh.owner.to_wire()})  # fmt: skip
         except BaseException:
-            self.lock.release(fresh.id)
+            self.lock.release(session_id)
             raise
         self._set_live(fresh)
         failure = self.fleet.launch(fresh, template_agents(self.config, request.template),

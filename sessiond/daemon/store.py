@@ -54,6 +54,8 @@ SESSION_COLUMNS = [
     "last_error_agent",
     "last_error_text",
     "last_error_at",
+    "host",
+    "fence",
 ]
 
 
@@ -137,6 +139,13 @@ class Store:
             f" ON CONFLICT(id) DO UPDATE SET {updates}",
             values,
         )
+
+    def next_fence(self) -> int:
+        """The next fence of this machine's lock: larger than every one handed out before."""
+        (value,) = self.db.execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'fence' RETURNING value"
+        ).fetchall()
+        return int(value[0])
 
     def save_participant(self, session_id: str, p: Mapping[str, Any]) -> None:
         self.db.execute(

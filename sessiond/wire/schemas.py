@@ -108,6 +108,8 @@ SCHEMAS: dict[str, Schema] = {
         "errors": obj({"count": INT, "threshold": INT, "window": NUM,
                        "last": null_or(ref("lastError"))}),
         "metrics": COUNTERS, "settings": ref("settings"),
+        "host": {**STR, "description": "where it runs (SPEC §10)"},
+        "fence": {**INT, "description": "larger than every earlier session's of the same lock"},
     }),
     "health": obj({"status": enum(HEALTH_STATUSES), "healthy": BOOL, "message": STR,
                    "recovery": STRS}),
