@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from etcdcluster import EtcdCluster
 
 from harness import DaemonProcess, marked_pids
 
@@ -88,3 +89,10 @@ def tiny_state_dir(short_tmp: Path) -> Iterator[Path]:
 def flood_dir(short_tmp: Path) -> Iterator[Path]:
     with size_limited(short_tmp / "flood", "256m") as mount:
         yield mount
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A real 3-member etcd cluster on 127.0.0.1, healthy; skipped without etcd."""
+    with EtcdCluster(tmp_path / "etcd") as cluster:
+        yield cluster
