@@ -1,14 +1,27 @@
 """Hosts and fences on one machine (SPEC §10), against a real daemon: every session
-carries the host it runs on and a fence larger than that of every session before it."""
+carries the host it runs on and a fence larger than that of every session before it,
+which its agents get as SESSIOND_FENCE."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sqlite3
+import sys
+from pathlib import Path
 
-from harness import DaemonProcess
+from harness import DaemonProcess, wait_for
 
 HOST = socket.gethostname()
+# Writes its SESSIOND_FENCE to argv[1] (by a rename: the test never reads half a file).
+FENCE_WRITER = """
+import os, sys, time
+with open(sys.argv[1] + ".new", "w") as f:
+    f.write(os.environ["SESSIOND_FENCE"])
+os.rename(sys.argv[1] + ".new", sys.argv[1])
+while True: time.sleep(1)
+"""
 
 
 def started_and_stopped(daemon: DaemonProcess, name: str) -> dict:
@@ -40,6 +53,25 @@ def test_a_pruned_session_fence_is_never_handed_out_again(make_daemon):
     daemon.restart()
     assert daemon.call("session.history") == []  # no row is left to count from
     assert daemon.call("session.start", name="new")["fence"] > last
+
+
+def fence_of_agent(daemon: DaemonProcess, out: Path) -> int:
+    return int(wait_for(lambda: out.exists() and out.read_text(), what="the agent's fence"))
+
+
+def test_agents_get_the_fence_and_keep_it_across_a_daemon_restart(daemon, short_tmp):
+    started_and_stopped(daemon, "before")  # so that the fence is not merely the first
+    session = daemon.call("session.start", name="s")
+    out = short_tmp / "fence"
+    daemon.call("agent.run", command=[sys.executable, "-c", FENCE_WRITER, str(out)],
+                name="writer", cwd=str(short_tmp))  # fmt: skip
+    assert fence_of_agent(daemon, out) == session["fence"] > 1
+    daemon.kill9()
+    daemon.restart()
+    # Run anew by the next daemon, the agent has the environment it was started with.
+    out.unlink()
+    os.kill(daemon.call("agent.list")[0]["pid"], signal.SIGKILL)
+    assert fence_of_agent(daemon, out) == session["fence"]
 
 
 def test_cluster_host_names_this_daemon_on_its_sessions(make_daemon):

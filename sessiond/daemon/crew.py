@@ -124,7 +124,8 @@ class Crew:
         )
         if checkpoint is not None:
             agent.checkpoint = self._write_checkpoint(agent, checkpoint)
-        agent.env = self._environment(agent, runner, {**dict(spec.env), **(extra_env or {})})
+        extra = {**dict(spec.env), **(extra_env or {})}
+        agent.env = self._environment(agent, runner, extra, session.fence)
         mine[agent.name] = agent
         self.by_token[token] = agent
         return agent
@@ -153,7 +154,7 @@ class Crew:
         return next(f"{wanted}-{n}" for n in range(2, 10_000) if f"{wanted}-{n}" not in taken)
 
     def _environment(
-        self, agent: Agent, runner: Runner, extra: Mapping[str, str]
+        self, agent: Agent, runner: Runner, extra: Mapping[str, str], fence: int
     ) -> dict[str, str]:
         env = {
             "PATH": DEFAULT_PATH,
@@ -167,6 +168,8 @@ class Crew:
             "SESSIOND_SESSION_ID": agent.session_id,
             "SESSIOND_AGENT": agent.name,
             "SESSIOND_AGENT_TOKEN": agent.token,
+            # What the systems an agent writes to compare, to refuse a stale writer (SPEC §10).
+            "SESSIOND_FENCE": str(fence),
             "SESSIOND_INSTANCE": self.instance,
         }
         if agent.checkpoint is not None:
