@@ -120,6 +120,10 @@ class Daemon:
             "state_dir": str(self.paths.state_dir),
         }
 
+    def cluster(self) -> dict[str, Any]:
+        """Whose lock this daemon shares (SPEC §10): this machine's alone, always at hand."""
+        return {"backend": "local", "name": "default", "host": self.host, "reachable": True}
+
     async def run(self) -> None:
         self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         InstanceLock(self.paths.state_dir, self.user_mode).acquire()
@@ -196,7 +200,7 @@ class Daemon:
         app = App(
             sessions=self.manager, fleet=self.manager.fleet, store=self.store,
             facts=self.manager.fleet.supervisor.facts, clock=self.clock, about=self.about,
-            config=lambda: self.config, admin_gid=lambda: self.admin_gid,
+            cluster=self.cluster, config=lambda: self.config, admin_gid=lambda: self.admin_gid,
         )  # fmt: skip
         return Server(app, self._limits(), tg.create_task, self.clock)
 

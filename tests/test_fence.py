@@ -74,6 +74,16 @@ def test_agents_get_the_fence_and_keep_it_across_a_daemon_restart(daemon, short_
     assert fence_of_agent(daemon, out) == session["fence"]
 
 
+def test_status_names_the_local_cluster_and_the_session_host(daemon):
+    local = {"backend": "local", "name": "default", "host": HOST, "reachable": True}
+    assert daemon.call("session.status")["daemon"]["cluster"] == local
+    session = daemon.call("session.start", name="s")
+    status = daemon.call("session.status")
+    assert status["daemon"]["cluster"] == local
+    assert (status["session"]["host"], status["session"]["fence"]) == (HOST, session["fence"])
+
+
 def test_cluster_host_names_this_daemon_on_its_sessions(make_daemon):
     daemon = make_daemon('[cluster]\nhost = "box-7"\n')
+    assert daemon.call("session.status")["daemon"]["cluster"]["host"] == "box-7"
     assert daemon.call("session.start", name="s")["host"] == "box-7"

@@ -7,7 +7,7 @@ composes the `Sessions` (the live session), the `Fleet` (its agents), the
 store and the daemon's own facts; what a call needs of them it asks here, so
 no handler reaches into them. The time comes from the daemon's `Clock`.
 
-The daemon's facts (`about`, the configuration, the admin group's gid) are
+The daemon's facts (`about`, `cluster`, the configuration, the admin group's gid) are
 read through callables each time: a reload replaces them.
 """
 
@@ -53,6 +53,7 @@ class App:
         facts: Callable[[Agent], dict[str, Any]],
         clock: Clock,
         about: Callable[[], Wire],
+        cluster: Callable[[], Wire],
         config: Callable[[], Config],
         admin_gid: Callable[[], int | None],
     ) -> None:
@@ -61,6 +62,7 @@ class App:
         self._store = store
         self._facts = facts  # an agent's CPU and memory, as the supervisor samples them
         self._clock = clock
+        self._cluster = cluster  # whose lock this is, and whether it answers (SPEC §10)
         self._config = config
         self._admin_gid = admin_gid
         self.about = about  # the callable itself: daemon.ping takes no detour
@@ -80,7 +82,11 @@ class App:
         live = self._sessions.live
         return {
             # The configured templates: what `start --template` takes (and completion offers).
-            "daemon": {**self.about(), "templates": sorted(self._config().templates)},
+            "daemon": {
+                **self.about(),
+                "templates": sorted(self._config().templates),
+                "cluster": self._cluster(),
+            },
             "session": self._sessions.wire(live) if live else None,
             "queue": self._sessions.waiting(),
             "orphans": self._fleet.orphans(),

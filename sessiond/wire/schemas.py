@@ -75,6 +75,10 @@ def _setting(key: str) -> Schema:
 PERSON = {"uid": INT, "user": STR, "pid": null_or(INT), "tty": null_or(STR)}
 DAEMON = {"version": STR, "pid": INT, "uptime": NUM, "mode": enum(["system", "user"]),
           "socket": STR, "state_dir": STR}  # fmt: skip
+CLUSTER = obj(
+    {"backend": enum(["local", "etcd"]), "name": STR, "host": STR, "reachable": BOOL},
+    description="whose lock this daemon shares (SPEC §10)",
+)
 HEALTH_STATUSES = ["healthy", "idle", "error", "not_found", "paused", "suspended",
                    "disconnected", "stopping", "closed", "expired", "failed"]  # fmt: skip
 
@@ -118,7 +122,7 @@ SCHEMAS: dict[str, Schema] = {
                   "data": {"type": "object"}}),
     "daemon": obj(DAEMON),
     "status": obj({
-        "daemon": obj({**DAEMON, "templates": STRS}),
+        "daemon": obj({**DAEMON, "templates": STRS, "cluster": CLUSTER}),
         "session": null_or(ref("session")),
         "queue": array(obj({"name": STR, "user": STR, "uid": INT})),
         "orphans": array(obj({"pid": INT, "agent": null_or(STR), "session_id": null_or(STR)})),
