@@ -468,8 +468,9 @@ def test_a_file_with_several_problems_reports_all_of_them(tmp_path: Path) -> Non
     found = {(p.key, p.value): p for p in problems_of(path)}
     assert all(p.file == file for p in found.values())
     expected = {
-        ("bogus", None): "unknown section; known sections: daemon, session, cluster, agents, "
-                         "templates",
+        ("bogus", None): (
+            "unknown section; known sections: daemon, session, cluster, agents, templates"
+        ),
         ("daemon.max_clients", 0): "must be an integer from 1 to 65536",
         ("daemon.on_shutdown", "halt"): 'must be one of "stop", "keep"',
         ("daemon.colour", "blue"): "unknown key; known keys: socket_group, admin_group",
