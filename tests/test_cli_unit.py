@@ -704,6 +704,13 @@ def test_closed_session_shows_when_and_why() -> None:
     assert "AGENT" not in text
 
 
+def test_a_session_shows_its_host_and_fence_when_the_daemon_sends_them() -> None:
+    lines = show.session_lines({**SESSION, "host": "build1", "fence": 7}, NOW)
+    at = next(n for n, line in enumerate(lines) if line.startswith("participants:"))
+    assert lines[at + 1] == "host:         build1, fence 7"
+    assert not any(line.startswith("host:") for line in show.session_lines(SESSION, NOW))
+
+
 def test_history_health_events_and_tree() -> None:
     history = show.history_lines(
         [

@@ -81,6 +81,10 @@ def test_status_names_the_local_cluster_and_the_session_host(daemon):
     status = daemon.call("session.status")
     assert status["daemon"]["cluster"] == local
     assert (status["session"]["host"], status["session"]["fence"]) == (HOST, session["fence"])
+    line = f"host:         {HOST}, fence {session['fence']}"
+    assert line in daemon.sessionc("status").stdout.splitlines()
+    daemon.call("session.stop")
+    assert line in daemon.sessionc("show", "s").stdout.splitlines()
 
 
 def test_cluster_host_names_this_daemon_on_its_sessions(make_daemon):

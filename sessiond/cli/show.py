@@ -211,6 +211,12 @@ def _when_lines(session: dict[str, Any], now: float | None) -> list[str]:
     return [_field("expires", expires)]
 
 
+def _host_lines(session: dict[str, Any]) -> list[str]:
+    if not session.get("host"):
+        return []  # an older daemon's session, or one from before hosts were kept
+    return [_field("host", f"{session['host']}, fence {session.get('fence', 0)}")]
+
+
 def session_lines(session: dict[str, Any], now: float | None = None) -> list[str]:
     """A session object as aligned 'key: value' lines, then its agents."""
     since = session.get("started_at") or session.get("created_at")
@@ -222,6 +228,7 @@ def session_lines(session: dict[str, Any], now: float | None = None) -> list[str
         _field("state", str(session.get("state"))),
         _field("owner", f"{fmt_person(session.get('owner'))}, since {fmt_since(since, now)}"),
         _field("participants", people or "none"),
+        *_host_lines(session),
         *_when_lines(session, now),
     ]
     if errors:
