@@ -21,9 +21,13 @@ class Claim:
     name: str
     user: str
     uid: int
+    host: str | None = None  # where it waits, in a cluster
 
     def to_wire(self) -> dict[str, object]:
-        return {"name": self.name, "user": self.user, "uid": self.uid}
+        found: dict[str, object] = {"name": self.name, "user": self.user, "uid": self.uid}
+        if self.host is not None:
+            found["host"] = self.host
+        return found
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,15 @@ class Clock:
         """Call `fn(*args)` once the current callback is done."""
         return self.later(0.0, fn, *args)
 
+    async def sleep(self, delay: float) -> None:
+        """Wait `delay` seconds of this clock (a FakeClock's too); cancelling disarms it."""
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer = self.later(delay, _wake, woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+
     def _nearer(self) -> None:
         """A timer earlier than every other was armed."""
 
@@ -96,6 +105,11 @@ class Clock:
             heapq.heappop(self._heap)
             self.cancelled -= 1
         return self._heap[0][0] if self._heap else None
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 def _call(timer: Timer) -> None:

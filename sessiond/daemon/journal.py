@@ -53,6 +53,12 @@ class Journal:
             self.outlet.publish(event)
         self._unpublished.clear()
 
+    def next_fence(self) -> int:
+        """The local lock's next fence, counted in a transaction of its own: on a full
+        disk a StorageError, and nothing taken."""
+        with self.transaction():
+            return self.store.next_fence()
+
     def event(
         self, session_id: str | None, name: str | None, kind: Kind, message: str,
         data: Mapping[str, Any],
