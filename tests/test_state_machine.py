@@ -32,6 +32,7 @@ LEGAL = {  # SPEC §2.1, written out independently of the table
     *((s, State.STOPPING) for s in State if s.live and s is not State.STOPPING),
     (State.STOPPING, State.CLOSED),
     *((s, State.EXPIRED) for s in State if s.live),
+    *((s, State.FAILED) for s in State if s.live),  # §10: the cluster lock lost
 }  # fmt: skip
 
 

@@ -147,3 +147,17 @@ _BY_STATE = {
     State.SUSPENDED: _suspended, State.DISCONNECTED: _disconnected, State.STOPPING: _stopping,
     State.EXPIRED: _expired, State.CLOSED: _closed, State.FAILED: _failed,
 }  # fmt: skip
+
+
+_REMOTE = {"starting": "healthy", "active": "healthy"}  # else the state is the status
+
+
+def remote_health(facts: dict[str, Any], host: str) -> dict[str, Any]:
+    """The health of the cluster's live session where it does not run: what its host
+    published (its state), and where to ask for more (SPEC §10)."""
+    name, state = facts.get("name", ""), str(facts.get("state", ""))
+    status = _REMOTE.get(state, state)
+    return _result(
+        status, f"Session {name} is {state} on host {host}.",
+        *([] if status in ("healthy", "idle") else [f"ssh {host} sessionc health {name}"]),
+    )  # fmt: skip

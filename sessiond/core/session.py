@@ -61,6 +61,7 @@ class Event(enum.Enum):
     STOP = "stop"  # a user, max_duration or stop_at
     STOPPED = "stopped"  # the last agent is gone
     EXPIRE = "expire"  # no activity for timeout
+    LOCK_LOST = "lock_lost"  # the cluster lock is gone, or may go any moment (SPEC §10)
 
 
 class Effect(enum.Enum):
@@ -106,7 +107,9 @@ def _row(default: Outcome, *parts: dict[str, Outcome], **moves: Outcome) -> dict
     return row
 
 
-_ANY_LIVE: dict[str, Outcome] = {"stop": S.STOPPING, "expire": S.EXPIRED, "activity": STAY}
+_ANY_LIVE: dict[str, Outcome] = {
+    "stop": S.STOPPING, "expire": S.EXPIRED, "activity": STAY, "lock_lost": S.FAILED,
+}  # fmt: skip
 
 TRANSITIONS: Final[dict[State, dict[Event, Outcome]]] = {
     S.STARTING: _row(
@@ -147,7 +150,7 @@ TRANSITIONS: Final[dict[State, dict[Event, Outcome]]] = {
 ACTIVITY: Final = frozenset({E.ACTIVITY, E.RESUME, E.RECONNECT, E.LAUNCHED})
 # Events that end a session: they go ahead on a full disk, their records written once
 # space returns (SPEC §6.2; stopping is how an operator frees a disk).
-ENDINGS: Final = frozenset({E.STOP, E.STOPPED, E.EXPIRE, E.LAUNCH_FAILED})
+ENDINGS: Final = frozenset({E.STOP, E.STOPPED, E.EXPIRE, E.LAUNCH_FAILED, E.LOCK_LOST})
 
 
 def is_news(event: Event, moved: bool) -> bool:
