@@ -89,13 +89,12 @@ class StartupError(SessiondError):
 class DomainError(SessiondError):
     code: int = INTERNAL_ERROR
     name: str = "INTERNAL_ERROR"
+    details: dict[str, Any] | None = None  # more of `data`, for scripts (SESSION_ACTIVE's host)
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "message": self.message,
-            "data": {"name": self.name, "message": self.message, "hint": self.hint},
-        }
+        data = {"name": self.name, "message": self.message, "hint": self.hint}
+        extra = self.details or {}
+        return {"code": self.code, "message": self.message, "data": {**extra, **data}}
 
 
 class SessionActive(DomainError):

@@ -30,11 +30,12 @@ from sessiond.daemon import procs
 from sessiond.daemon.access import group_id
 from sessiond.daemon.app import App
 from sessiond.daemon.clock import SystemClock
+from sessiond.daemon.cluster import status_line
 from sessiond.daemon.crew import Crew
 from sessiond.daemon.fleet import Fleet
 from sessiond.daemon.instance import DaemonPaths, InstanceLock, daemon_paths
 from sessiond.daemon.journal import Journal
-from sessiond.daemon.locks.local import LocalLock
+from sessiond.daemon.locks.pick import describe, lock_for
 from sessiond.daemon.netwatch import NetWatch
 from sessiond.daemon.processes import Processes
 from sessiond.daemon.sessions import Sessions
@@ -121,8 +122,8 @@ class Daemon:
         }
 
     def cluster(self) -> dict[str, Any]:
-        """Whose lock this daemon shares (SPEC §10): this machine's alone, always at hand."""
-        return {"backend": "local", "name": "default", "host": self.host, "reachable": True}
+        """Whose lock this daemon shares (SPEC §10), and whether it answers."""
+        return describe(self.manager.lock)
 
     async def run(self) -> None:
         self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -157,6 +158,7 @@ class Daemon:
             if self.netwatch is not None:
                 self.netwatch.cancel()
             await self.manager.shutdown(self.config.daemon.on_shutdown)
+            await self.manager.lock.close()
             self.manager.fleet.keeper.close()
             ticking.cancel()  # after the shutdown, whose timers may still be due
         self._remove_socket()
@@ -170,9 +172,11 @@ class Daemon:
         journal = Journal(self.store, self, self.clock)
         fleet = Fleet(journal, crew, Processes(crew.instance), self.clock,
                       (d.log_max_bytes, d.log_files))  # fmt: skip
-        sessions = Sessions(self.config, journal, fleet, LocalLock(), tg.create_task,
+        lock = lock_for(self.config.cluster, self.host, self.clock, tg.create_task,
+                        journal.next_fence)  # fmt: skip
+        sessions = Sessions(self.config, journal, fleet, lock, tg.create_task,
                             clock=self.clock, host=self.host)  # fmt: skip
-        sessions.on_change = self._status
+        sessions.on_change = lock.on_change = self._status
         sessions.net.watch_network = lambda: self._watch_network(tg)
         return sessions
 
@@ -336,15 +340,9 @@ class Daemon:
         return self.config.daemon.network_grace  # read each time: a reload may change it
 
     def _status_line(self) -> str:
-        live = self.manager.live
-        if live is None:
-            return "STATUS=no active session"
-        agents = len(self.manager.fleet.crew.agents(live.id))
-        people = len(live.participants)
-        return (
-            f"STATUS=session {live.name} {live.state.value}, {_count(agents, 'agent')}, "
-            f"{_count(people, 'participant')}"
-        )
+        live, manager = self.manager.live, self.manager
+        agents = len(manager.fleet.crew.agents(live.id)) if live else 0
+        return status_line(live, agents, manager.lock)
 
     def _status(self) -> None:
         self.notify(self._status_line())
@@ -356,10 +354,6 @@ class Daemon:
         while True:
             self.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

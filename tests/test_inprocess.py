@@ -60,13 +60,13 @@ class Shell:
     sessions: Sessions
     t0: float = 0.0  # the monotonic instant the session started
 
-    def start(self, **overrides: Any) -> Session:
+    async def start(self, **overrides: Any) -> Session:
         peer = Peer(os.getuid(), os.getgid(), os.getpid())
         request = self.sessions.prepare_start(
             peer, None, name=NAME, template="t", parent=None, overrides=overrides
         )
         self.t0 = self.clock.monotonic()
-        return self.sessions.start(request)
+        return await self.sessions.start(request, False)
 
     async def at(self, seconds: float) -> None:
         """Move the clock to `seconds` after the start, firing every timer due by then."""
@@ -118,7 +118,8 @@ async def shell(tmp_path: Path, cfg: Config, wall: float = WALL) -> AsyncIterato
             fleet.open = lambda agent: os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)  # type: ignore[method-assign]
             fleet.close = lambda agent: None  # type: ignore[method-assign]
             spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]] = tg.create_task
-            sessions = Sessions(cfg, journal, fleet, LocalLock(), spawn, clock=clock, host="here")
+            sessions = Sessions(cfg, journal, fleet, LocalLock("here", journal.next_fence), spawn,
+                                clock=clock, host="here")  # fmt: skip
             procs.sigchld = fleet.supervisor.reap  # main.py: add_signal_handler(SIGCHLD, …)
             yield Shell(clock, procs, outlet, store, fleet, sessions)
             await clock.advance(0)  # the last agent changes are written
@@ -139,7 +140,7 @@ def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
 def test_a_session_is_idle_at_idle_after_and_not_a_moment_before(tmp_path):
     async def main() -> None:
         async with shell(tmp_path, config()) as sh:
-            sh.start(idle_after=300, timeout=1800)
+            await sh.start(idle_after=300, timeout=1800)
             await sh.at(299)
             assert sh.state is State.ACTIVE
             await sh.at(300)
@@ -155,7 +156,7 @@ def test_a_session_is_idle_at_idle_after_and_not_a_moment_before(tmp_path):
 def test_a_session_expires_at_timeout_and_its_agents_stop(tmp_path):
     async def main() -> None:
         async with shell(tmp_path, config(agent("a"))) as sh:
-            started = sh.start(idle_after=300, timeout=1800)
+            started = await sh.start(idle_after=300, timeout=1800)
             await sh.at(1799)
             assert sh.state is State.IDLE
             assert sh.procs.terminated == []
@@ -178,7 +179,7 @@ def test_a_session_expires_at_timeout_and_its_agents_stop(tmp_path):
 def test_max_duration_stops_the_session_at_its_instant(tmp_path):
     async def main() -> None:
         async with shell(tmp_path, config(agent("a"))) as sh:
-            sh.start(max_duration=600, idle_after=3600, timeout=7200)
+            await sh.start(max_duration=600, idle_after=3600, timeout=7200)
             await sh.at(599)
             assert sh.state is State.ACTIVE
             await sh.at(600)
@@ -199,7 +200,7 @@ def test_stop_at_stops_the_session_at_that_local_time(tmp_path):
 
     async def main() -> None:
         async with shell(tmp_path, config(), wall=nine) as sh:
-            sh.start(stop_at="09:20", idle_after=3600, timeout=7200)
+            await sh.start(stop_at="09:20", idle_after=3600, timeout=7200)
             await sh.at(1199)
             assert sh.state is State.ACTIVE
             await sh.at(1200)
@@ -214,7 +215,7 @@ def test_stop_at_stops_the_session_at_that_local_time(tmp_path):
 def test_a_simulated_half_hour_from_idle_to_expired_takes_under_two_seconds(tmp_path):
     async def main() -> None:
         async with shell(tmp_path, config(agent("a"))) as sh:
-            sh.start(idle_after=300, timeout=1800)
+            await sh.start(idle_after=300, timeout=1800)
             for second in range(1, 1801):  # every simulated second, and a check at each
                 await sh.at(second)
                 want = (State.ACTIVE if second < 300 else
@@ -235,7 +236,7 @@ def test_quick_exits_back_off_doubling_up_to_backoff_max_then_the_agent_fails(tm
 
     async def main() -> None:
         async with shell(tmp_path, config(crash)) as sh:
-            sh.start(error_threshold=100)  # five errors here; the threshold is another test's
+            await sh.start(error_threshold=100)  # five errors here; the threshold is another test's
             now = 0.0
             for delay in (1.0, 2.0, 4.0, 4.0):  # 1, 2, 4, then capped at backoff_max
                 sh.procs.exit(sh.procs.pids("crash")[-1], 1)  # at once: a quick exit
@@ -268,7 +269,7 @@ def test_errors_within_error_window_disconnect_and_older_ones_do_not_count(tmp_p
 
     async def main() -> None:
         async with shell(tmp_path, config(flaky)) as sh:
-            sh.start(error_threshold=3, error_window=60)
+            await sh.start(error_threshold=3, error_window=60)
             for second in (10, 20, 70):  # at +70 the error of +10 is 60 s old: it is gone
                 await sh.at(second)
                 sh.procs.exit(sh.procs.pids("flaky")[-1], 1)
@@ -299,7 +300,7 @@ def test_offline_suspends_the_session_and_stops_only_the_agent_that_needs_the_ne
         async with shell(tmp_path, cfg) as sh:
             watched: list[float] = []
             sh.sessions.net.watch_network = lambda: watched.append(sh.clock.monotonic())
-            sh.start(idle_after=3600, timeout=7200)
+            await sh.start(idle_after=3600, timeout=7200)
             net, local = FIRST_PID, FIRST_PID + 1
             await sh.at(100)
             assert watched and watched[0] == sh.t0  # from the start: an agent needs it
@@ -329,7 +330,7 @@ def test_offline_suspends_the_session_and_stops_only_the_agent_that_needs_the_ne
 def test_a_wall_clock_step_moves_no_deadline(tmp_path):
     async def main() -> None:
         async with shell(tmp_path, config(agent("net", needs_network=True))) as sh:
-            sh.start(idle_after=3600, timeout=7200)
+            await sh.start(idle_after=3600, timeout=7200)
             await sh.at(100)
             sh.clock.set_wall(sh.clock.wall() + 3600)  # the wall clock steps an hour ahead
             await sh.at(200)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sessiond.core import moves
 from sessiond.core.events import Kind
-from sessiond.core.health import health
+from sessiond.core.health import health, remote_health
 from sessiond.core.moves import TOUCH, Move
 from sessiond.core.records import Participant, Person, rfc3339
 from sessiond.core.reports import check_metrics
@@ -87,7 +87,7 @@ class App:
                 "templates": sorted(self._config().templates),
                 "cluster": self._cluster(),
             },
-            "session": self._sessions.wire(live) if live else None,
+            "session": self._sessions.wire(live) if live else self._remote(),
             "queue": self._sessions.waiting(),
             "orphans": self._fleet.orphans(),
         }
@@ -101,15 +101,14 @@ class App:
             peer, tty, name=name, template=template, parent=parent, overrides=overrides,
             admin=admin,
         )  # fmt: skip
-        if wait is None or wait is False:
-            return self._sessions.wire(self._sessions.start(request))
-        limit = None if wait is True else float(wait)
-        if limit is not None and limit < 0:
+        if wait is None:
+            wait = False
+        elif wait is not True and wait is not False and float(wait) < 0:
             raise InvalidParams(
                 "param 'wait' must be a number of seconds >= 0, or true",
                 "use true to wait with no limit",
             )
-        return self._sessions.wire(await self._sessions.start_waiting(request, limit))
+        return self._sessions.wire(await self._sessions.start(request, wait))
 
     def join(self, peer: Peer, name: str | None, tty: str | None) -> Wire:
         sessions = self._sessions
@@ -165,9 +164,22 @@ class App:
         self._sessions.resolve(name)
         return self._sessions.wire(self._sessions.move(TOUCH))
 
+    def remote(self, name: str | None = None) -> Wire | None:
+        """The cluster's live session if it runs on another host (and is `name`, if given)."""
+        found = self._sessions.lock.remote()
+        if found is None or (name is not None and name not in (found["name"], found["id"])):
+            return None
+        return found
+
+    def _remote(self) -> Wire | None:
+        found = self.remote()
+        return {**found, "agents": []} if found is not None else None
+
     def health(self, name: str | None) -> Wire:
         """The live session's health, or a past one's; an unknown name is `not_found`."""
         live = self._sessions.live
+        if live is None and (remote := self.remote(name)) is not None:
+            return remote_health(remote, remote["host"])
         now = self._clock.wall()
         if name is None or (live and name in (live.name, live.id)):
             return health(live, name, now, live.error_count(now) if live else 0)
@@ -178,6 +190,8 @@ class App:
         return health(found, name, now)
 
     def get(self, name: str) -> Wire:
+        if (remote := self.remote(name)) is not None:
+            return {**remote, "agents": []}
         return self._sessions.wire(self._sessions.find(name))
 
     def export(self, peer: Peer, admin: bool, name: str) -> Wire:

@@ -32,11 +32,12 @@ from sessiond.core.settings import Config, OnShutdown
 from sessiond.core.units import format_duration
 from sessiond.daemon.access import Peer
 from sessiond.daemon.clock import Clock
+from sessiond.daemon.cluster import LockNews
 from sessiond.daemon.deadlines import Deadlines
 from sessiond.daemon.fleet import Fleet
 from sessiond.daemon.history import History
 from sessiond.daemon.journal import Journal
-from sessiond.daemon.locks import LockService
+from sessiond.daemon.locks import Busy, LockService
 from sessiond.daemon.online import Online
 from sessiond.daemon.starts import StartRequest, active_error, prepare, template_agents
 from sessiond.errors import InvalidState, NoSession, SessionMismatch, StorageError, WaitTimeout
@@ -69,6 +70,7 @@ class Sessions:
         self.follow_network = self.net.follow
         self.past = History(journal, clock, lambda: self.config.daemon.history_days,
                                fleet.remove_files)  # fmt: skip
+        lock.on_lost = LockNews(self, fleet.crew, fleet.procs, clock).lost
 
     # -- loading -------------------------------------------------------------
 
@@ -81,7 +83,7 @@ class Sessions:
         since = row["errors_reset_at"] or 0.0
         errors = tuple(self.store.error_times(row["id"], since))
         found = Session.from_row(row, self.store.participants(row["id"]), errors)
-        self.lock.take(found.id)
+        self.lock.adopt(found.id, found.fence)
         self._set_live(found)
         census = self.fleet.adopt(found)  # one pass over /proc serves the orphans too
         if found.state is State.STARTING:
@@ -100,46 +102,37 @@ class Sessions:
         """Check a start before the lock (daemon/starts.py)."""
         return prepare(self.config, self.find, peer, tty, **given)
 
-    def start(self, request: StartRequest) -> Session:
-        if not self.lock.free_for(None):
-            raise active_error(self.live, self.lock)
-        return self._launch(request)
-
-    async def start_waiting(self, request: StartRequest, wait: float | None) -> Session:
-        """Queue behind the live session, first come first served; `wait=None`: no limit."""
-        if self.lock.free_for(None):
-            return self._launch(request)
-        owner = request.owner
+    async def start(self, request: StartRequest, wait: float | bool) -> Session:
+        """Take the lock and launch; `wait`: False, seconds in line, or True (no limit)."""
+        owner, session_id = request.owner, str(uuid.uuid4())
         claim = self.lock.claim(request.name, owner.user, owner.uid)
         try:
-            await self.lock.turn(claim, wait)
+            fence = await self.lock.acquire(session_id, claim, wait)
+        except Busy as busy:
+            raise active_error(self.live, self.lock, busy.holder) from None
         except TimeoutError:
+            live = self.live or self.lock.remote()
             raise WaitTimeout(
-                f"gave up waiting for session {self.live.name if self.live else ''!s}"
-                f" after {format_duration(wait or 0)}",
+                f"gave up waiting for session {live.name if isinstance(live, Session) else ''}"
+                f" after {format_duration(0 if wait is True else float(wait))}",
                 "wait longer with 'sessionc start --wait=DURATION', or join it",
             ) from None
-        try:
-            return self._launch(request, claim)
-        finally:
-            self.lock.leave(claim)
+        return self._launch(request, session_id, fence)
 
     def waiting(self) -> list[dict[str, Any]]:
         """The start queue, first in line first."""
         return [claim.to_wire() for claim in self.lock.waiting()]
 
-    def _launch(self, request: StartRequest, claim: Any = None) -> Session:
-        now, session_id = self.clock.wall(), str(uuid.uuid4())
-        self.lock.take(session_id, claim)
+    def _launch(self, request: StartRequest, session_id: str, fence: int) -> Session:
+        now = self.clock.wall()
+        fresh = Session(
+            id=session_id, name=request.name, state=State.STARTING,
+            owner=request.owner, settings=request.settings, created_at=now,
+            last_activity=now, host=self.host, fence=fence,
+            started_at=now, template=request.template, parent=request.parent,
+        )  # fmt: skip
         try:
             with self.journal.transaction():
-                # Counted with the row that holds it: a start that rolls back used no fence.
-                fresh = Session(
-                    id=session_id, name=request.name, state=State.STARTING,
-                    owner=request.owner, settings=request.settings, created_at=now,
-                    last_activity=now, host=self.host, fence=self.store.next_fence(),
-                    started_at=now, template=request.template, parent=request.parent,
-                )  # fmt: skip
                 self.store.save_session(fresh.to_row())
                 self._event(fresh, Kind.SESSION_STARTING, f"session {fresh.name} starting for "
                             f"{fresh.owner.user}", {"owner": fresh.owner.to_wire()})  # fmt: skip
@@ -295,6 +288,8 @@ class Sessions:
         self.live = session if session.state.live else None
         if self.live is None:
             self._ended = session  # as fresh as the store's row, or fresher (journal.defer)
+        else:
+            self.lock.publish(self.live)  # what the cluster's other hosts show of it
         self.deadlines.track(self.live, same=previous is not None and previous.id == session.id)
 
     # -- the fleet's ports ---------------------------------------------------

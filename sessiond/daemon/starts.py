@@ -48,20 +48,46 @@ def template_agents(config: Config, template: str | None) -> list[AgentSpec]:
     return [config.agents[name] for name in config.templates[template].agents]
 
 
-def active_error(live: Session | None, lock: LockService) -> SessionActive:
-    """Why a start that does not wait is refused: who holds the lock, or who is next."""
-    if live is None:  # free, and being handed to the first in line
-        first = lock.waiting()[0]
-        return SessionActive(
-            f"the session lock is being handed to '{first.name}' ({first.user}), "
-            "first in line", "wait with 'sessionc start --wait'",
-        )  # fmt: skip
-    tty = f", {live.owner.tty}" if live.owner.tty else ""
-    since = dt.datetime.fromtimestamp(live.started_at or 0).strftime("%H:%M")
-    return SessionActive(
-        f"session '{live.name}' is already active (owner {live.owner.user}{tty}, since {since})",
-        f"join it with 'sessionc join {live.name}', or wait with 'sessionc start --wait'",
+def active_error(
+    live: Session | None, lock: LockService, holder: dict[str, Any] | None
+) -> SessionActive:
+    """Why a start that does not wait is refused: who holds the lock (here or on another
+    host, as the lock says: `holder`), or who is next; `data` names session, owner, host."""
+    if live is not None:
+        name, user, tty, since, host = (live.name, live.owner.user, live.owner.tty,
+                                        live.started_at, lock.host)  # fmt: skip
+    elif holder is not None and "state" in holder:  # a session, not a claim being handed
+        owner = holder.get("owner") or {}
+        name, user, tty = str(holder.get("name")), str(owner.get("user")), owner.get("tty")
+        since, host = holder.get("started_at"), str(holder.get("host"))
+    else:  # free, and being handed to the first in line
+        first = lock.waiting()[0] if lock.waiting() else None
+        who = f"'{first.name}' ({first.user})" if first else "the first in line"
+        error = SessionActive(f"the session lock is being handed to {who}, first in line",
+                              "wait with 'sessionc start --wait'")  # fmt: skip
+        error.details = {
+            "session": first.name if first else None,
+            "owner": first.user if first else None,
+            "host": first and first.host,
+        }
+        return error
+    where = f" on host {host}" if host != lock.host else ""
+    at = f", {tty}" if tty else ""
+    clock = _since(since)
+    join = f"ssh {host} sessionc join {name}" if where else f"sessionc join {name}"
+    error = SessionActive(
+        f"session '{name}' is already active{where} (owner {user}{at}, since {clock})",
+        f"join it with '{join}', or wait with 'sessionc start --wait'",
     )
+    error.details = {"session": name, "owner": user, "host": host}
+    return error
+
+
+def _since(when: float | str | None) -> str:
+    """HH:MM of a start: epoch seconds here, RFC 3339 from another host."""
+    if isinstance(when, str):
+        return dt.datetime.fromisoformat(when).astimezone().strftime("%H:%M")
+    return dt.datetime.fromtimestamp(when or 0).strftime("%H:%M")
 
 
 def _parent_id(found: Session, parent: str, peer: Peer, admin: bool) -> str:

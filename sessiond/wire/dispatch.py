@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from sessiond.daemon.access import Role, role_of
+from sessiond.daemon.cluster import remote_error
 from sessiond.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -27,6 +28,7 @@ from sessiond.errors import (
     DomainError,
     InvalidParams,
     PermissionDenied,
+    RemoteSession,
 )
 from sessiond.wire.context import Ctx
 from sessiond.wire.jsonrpc import (
@@ -109,6 +111,9 @@ def _is_unicode(text: str) -> bool:
 
 
 def _checked(method: Method, ctx: Ctx, args: tuple[Any, ...], params: dict[str, Any]) -> None:
+    # Before any other error (SPEC §10): elsewhere, nothing else about the call matters.
+    if RemoteSession in method.errors and (remote := ctx.app.remote()) is not None:
+        raise remote_error(remote)
     if args:
         raise InvalidParams(
             "params must be an object (by name), not a list", 'send {"params": {"name": ...}}'
