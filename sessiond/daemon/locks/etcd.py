@@ -74,6 +74,7 @@ class EtcdLock:
         self.lease = Lease(settings.lease_ttl, clock, self._lost, self._reach)
         self._entries: tuple[Entry, ...] = ()
         self._revision = 0  # of the last read: the watch goes on from there
+        self._forgetting: set[bytes] = set()  # our keys being deleted
         self._changed = asyncio.Event()
         self._tickets = itertools.count(1)
         self._held: tuple[str, bytes] | None = None  # (session id, its key)
@@ -93,7 +94,12 @@ class EtcdLock:
         return self._held[0] if self._held else None
 
     def first(self) -> Entry | None:
-        return self._entries[0] if self._entries else None
+        return self._head(self._entries)
+
+    def _head(self, entries: tuple[Entry, ...]) -> Entry | None:
+        """The holder, or the first in line: our own keys being deleted are dead already
+        (a session that ended here must not hold up the next start here)."""
+        return next((e for e in entries if e.key not in self._forgetting), None)
 
     def remote(self) -> dict[str, Any] | None:
         """The cluster's live session when it runs on another host: its facts and fence."""
@@ -146,7 +152,7 @@ class EtcdLock:
                 )
             if (first := self.first()) is not None and first.key == key:
                 entries = await self._call(self._read())  # linearizable: the cache may lag
-                if entries and entries[0].key == key:
+                if (head := self._head(entries)) is not None and head.key == key:
                     return
             self._changed.clear()
             await self._changed.wait()
@@ -260,8 +266,7 @@ class EtcdLock:
                      for kv in found.kvs)  # fmt: skip
 
     async def _first(self) -> Entry | None:
-        entries = await self._call(self._read())
-        return entries[0] if entries else None
+        return self._head(await self._call(self._read()))
 
     async def _lease_now(self) -> int:
         if not self.lease.reachable or self.lease.lost:
@@ -289,14 +294,18 @@ class EtcdLock:
         is: a key left in line would hold everyone behind it for as long as we live."""
 
         async def delete() -> None:
-            while self.lease.id == lease and not self.lease.lost:
-                try:
-                    await self.lease.etcd.kv.delete(key, timeout=self.lease.timeout)
-                    return
-                except FAILURES as exc:
-                    log.debug("etcd: %r not deleted yet: %r", key, exc)
-                await self._clock.sleep(self.lease.ttl / 12)
+            try:
+                while self.lease.id == lease and not self.lease.lost:
+                    try:
+                        await self.lease.etcd.kv.delete(key, timeout=self.lease.timeout)
+                        return
+                    except FAILURES as exc:
+                        log.debug("etcd: %r not deleted yet: %r", key, exc)
+                    await self._clock.sleep(self.lease.ttl / 12)
+            finally:
+                self._forgetting.discard(key)
 
+        self._forgetting.add(key)
         self._spawn(delete())
 
     # -- the lease's news ------------------------------------------------------
