@@ -77,7 +77,7 @@ class EtcdLock:
         self._forgetting: set[bytes] = set()  # our keys being deleted
         self._changed = asyncio.Event()
         self._tickets = itertools.count(1)
-        self._held: tuple[str, bytes] | None = None  # (session id, its key)
+        self._held: tuple[str, bytes, int] | None = None  # (session id, its key, fence)
         self._adopted: tuple[str, int] | None = None  # (session id, fence) to find again
         self._latest: Session | None = None  # the held session as it last moved
         self._moved = asyncio.Event()
@@ -139,7 +139,7 @@ class EtcdLock:
             self._forget(key, lease)  # the put may have reached etcd even if its answer did not
             raise
         fence = int(put.header.revision)  # the new key's create revision
-        self._held = (holder, key)
+        self._held = (holder, key, fence)
         return fence
 
     async def _turn(self, key: bytes) -> None:
@@ -220,7 +220,7 @@ class EtcdLock:
             if entry.value.get("id", entry.value.get("for")) == session and (
                 entry.revision == fence
             ):
-                self._held = (session, entry.key)
+                self._held = (session, entry.key, entry.revision)
                 self._moved.set()  # its facts, published before the lock was found again
                 return entry.lease
         self.on_lost("lost the cluster lock while sessiond was down", 0.0)
@@ -249,10 +249,15 @@ class EtcdLock:
             held, session = self._held, self._latest
             if held is None or session is None or session.id != held[0]:
                 continue
+            _, key, fence = held
             value = _encode({**facts(session), "host": self.host})
+            kv = self.lease.etcd.kv
             try:
-                await self.lease.etcd.kv.put(held[1], value, lease=await self.lease.ready(),
-                                               timeout=self.lease.timeout)  # fmt: skip
+                # Only onto the key as it was created: a put after the session's release
+                # deleted it would create it again, and hold up everyone for our lease's life.
+                await kv.txn([kv.txn_compare_create_revision(key, fence)],
+                             [kv.txn_op_put(key, value, lease=await self.lease.ready())],
+                             timeout=self.lease.timeout)  # fmt: skip
             except FAILURES as exc:
                 log.debug("etcd: the session's facts not published: %r", exc)
 
