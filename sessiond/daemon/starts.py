@@ -60,17 +60,8 @@ def active_error(
         owner = holder.get("owner") or {}
         name, user, tty = str(holder.get("name")), str(owner.get("user")), owner.get("tty")
         since, host = holder.get("started_at"), str(holder.get("host"))
-    else:  # free, and being handed to the first in line
-        first = lock.waiting()[0] if lock.waiting() else None
-        who = f"'{first.name}' ({first.user})" if first else "the first in line"
-        error = SessionActive(f"the session lock is being handed to {who}, first in line",
-                              "wait with 'sessionc start --wait'")  # fmt: skip
-        error.details = {
-            "session": first.name if first else None,
-            "owner": first.user if first else None,
-            "host": first and first.host,
-        }
-        return error
+    else:  # free, and being handed to the first in line (`holder`: a claim, in a cluster)
+        return _handed(holder or (lock.waiting()[0].to_wire() if lock.waiting() else {}), lock)
     where = f" on host {host}" if host != lock.host else ""
     at = f", {tty}" if tty else ""
     clock = _since(since)
@@ -80,6 +71,16 @@ def active_error(
         f"join it with '{join}', or wait with 'sessionc start --wait'",
     )
     error.details = {"session": name, "owner": user, "host": host}
+    return error
+
+
+def _handed(first: dict[str, Any], lock: LockService) -> SessionActive:
+    name, user, host = first.get("name"), first.get("user"), first.get("host")
+    where = f" on host {host}" if host not in (None, lock.host) else ""
+    who = f"'{name}' ({user}){where}" if name else "the first in line"
+    error = SessionActive(f"the session lock is being handed to {who}, first in line",
+                          "wait with 'sessionc start --wait'")  # fmt: skip
+    error.details = {"session": name, "owner": user, "host": host or lock.host}
     return error
 
 

@@ -21,6 +21,7 @@ updated as the session moves, for the hosts where it does not run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -109,7 +110,8 @@ class EtcdLock:
         return {**first.value, "fence": first.revision}
 
     def waiting(self) -> list[Claim]:
-        line = [e for e in self._entries if e.session is None]
+        # The first key holds the lock, published or not yet: the line is behind it.
+        line = [e for e in self._entries if e.key not in self._forgetting][1:]
         return [Claim(e.revision, e.value.get("name", ""), e.value.get("user", ""),
                       e.value.get("uid", -1), e.value.get("host")) for e in line]  # fmt: skip
 
@@ -274,6 +276,9 @@ class EtcdLock:
         return self._head(await self._call(self._read()))
 
     async def _lease_now(self) -> int:
+        if not self.lease.settled.is_set():  # a start as the daemon comes up: its first try
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.lease.settled.wait(), self.lease.ttl / 3)
         if not self.lease.reachable or self.lease.lost:
             raise self._unavailable()
         return await self.lease.ready()

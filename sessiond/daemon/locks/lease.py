@@ -41,7 +41,8 @@ class Lease:
         self._on_lost = on_lost  # given the monotonic instant by which agents must be gone
         self._on_reach = on_reach
         self.id: int | None = None
-        self.reachable = False
+        self._reachable: bool | None = None  # None: not asked yet
+        self.settled = asyncio.Event()  # etcd answered, or did not, at least once
         self.last_ok: float | None = None  # monotonic instant of the last renewal that worked
         self.lost = False  # no renewal for LOST_AFTER: the lease is given up, to be revoked
         self._watchdog: Timer | None = None
@@ -117,9 +118,14 @@ class Lease:
             stream.cancel()
         return None
 
+    @property
+    def reachable(self) -> bool:
+        return bool(self._reachable)
+
     def _reached(self, now: bool) -> None:
-        if now != self.reachable:
-            self.reachable = now
+        self.settled.set()
+        if now != self._reachable:  # the first answer is news too, either way
+            self._reachable = now
             self._on_reach(now)
 
     def _arm(self, renewed: float) -> None:
