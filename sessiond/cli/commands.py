@@ -169,6 +169,8 @@ GLOBAL_OPTIONS = (
 )  # fmt: skip
 COMMANDS: dict[str, Command] = {
     "status": Command("show the live session, its agents and the daemon"),
+    "top": Command("a live full-screen view of the session and its agents (q quits)",
+                   (arg("--once", action="store_true", help="print one frame and exit"),)),
     "start": Command("start a session (take the lock)", (
         NAME, arg("--template", metavar="T", help="the agents and settings of template T"),
         arg("--timeout", help="expire after D without activity", **DURATION),

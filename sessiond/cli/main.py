@@ -176,6 +176,15 @@ def with_tty(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "tty": tty} if tty else params
 
 
+def do_top(client: Client, args: argparse.Namespace) -> Any:
+    from sessiond.cli import top  # noqa: PLC0415 -- curses: only top needs it
+
+    if args.once:
+        return top.once(client.path)
+    top.live(client.path)
+    return STREAMED
+
+
 def do_start(client: Client, args: argparse.Namespace) -> Any:
     params = {**dict(args.settings or []), **given(args, START_PARAMS)}
     timeout = start_timeout(args.wait, client.timeout)
@@ -271,6 +280,7 @@ class Action:
 
 ACTIONS: dict[str, Action] = {  # in the order of COMMANDS, one for each
     "status": Action(rpc("session.status"), lambda r, a: echo(status_lines(r))),
+    "top": Action(do_top, lambda r, a: echo(r)),
     "start": Action(do_start, show_started, start_status),
     "join": Action(do_join, show_action("joined")),
     "leave": Action(rpc("session.leave"), show_action("left")),

@@ -246,6 +246,8 @@ def agent_wire(agent: Agent, facts: Mapping[str, Any], now: float) -> dict[str, 
         "pid": agent.pid,
         "started_at": rfc3339(agent.started_at),
         "uptime": round(now - agent.started_mono, 3) if running else None,
+        # In backoff, seconds until the next start: what a countdown (sessionc top) needs.
+        "restart_in": round(max(agent.timer.at - now, 0.0), 3) if agent.timer else None,
         "restarts": agent.restarts,
         "exit_code": agent.exit_code,
         "exit": describe_exit(agent.exit_code) if agent.exit_code is not None else None,

@@ -112,6 +112,7 @@ def stored_wire(row: dict[str, Any], session: str) -> dict[str, Any]:
         "pid": None,
         "started_at": rfc3339(row["started_at"]),
         "uptime": None,
+        "restart_in": None,
         "restarts": row["restarts"],
         "exit_code": row["exit_code"],
         "cpu_percent": None,

@@ -92,6 +92,7 @@ SCHEMAS: dict[str, Schema] = {
         "name": STR, "session": STR, "state": enum([s.value for s in AgentState]),
         "pid": null_or(INT), "started_at": null_or(TIME),
         "uptime": null_or({**NUM, "description": "seconds; null when not running"}),
+        "restart_in": null_or({**NUM, "description": "in backoff: seconds to the next start"}),
         "restarts": {**INT, "description": "automatic restarts in this session; never falls"},
         "exit_code": null_or({**INT, "description": ">= 0 a status, -N killed by signal N"}),
         "cpu_percent": null_or({**NUM, "description": "since the previous ask (psutil)"}),
