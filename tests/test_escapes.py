@@ -123,7 +123,14 @@ def follower(daemon: DaemonProcess, out: Path, *args: str) -> subprocess.Popen[b
     assert SESSIONC is not None
     with out.open("wb") as file:
         command = [SESSIONC, "--socket", str(daemon.socket), *args, "-f"]
-        return subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT, cwd="/")
+        # Ctrl-C must work as at a terminal, even when the tests run as a background job,
+        # which a non-interactive shell starts with SIGINT ignored (POSIX): an ignored
+        # signal stays ignored across exec, a handled one is reset to the default.
+        before = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT, cwd="/")
+        finally:
+            signal.signal(signal.SIGINT, before)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:
