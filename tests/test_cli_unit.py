@@ -90,6 +90,10 @@ VALID_ARGV = [
     ["report", "--metric", "tokens=1500", "--metric", "cost=0.5", "--error", "boom"],
     ["report", "--checkpoint", "-"],
     ["--rpc-timeout", "0", "status"],
+    ["status", "--watch"],
+    ["status", "--watch", "5"],
+    ["status", "--watch=0.5", "--no-color"],
+    ["--no-color", "agents"],
 ]
 
 
@@ -123,6 +127,9 @@ USAGE_ERRORS = [
     ["start", "--set", "template=backtest"],
     ["report", "--metric", "tokens=lots"],
     ["status", "--rpc-timeout", "soon"],
+    ["status", "--watch", "0"],  # less than watch(1)'s 0.1s
+    ["status", "--watch", "-1"],
+    ["status", "--watch", "soon"],
     ["leave", "nightly"],
 ]
 
@@ -229,7 +236,8 @@ def test_rewrite_argv_joins_dash_values_to_duration_options_only() -> None:
     agent = ["run", "--", "sleep", "--timeout", "-1", "--wait"]
     assert rewrite(agent) == agent  # an agent's command line is its own
     assert cli.duration_flags() == {"--timeout", "--idle-after", "--max-duration", "--wait",
-                                    "--rpc-timeout"}  # fmt: skip
+                                    "--rpc-timeout", "--watch"}  # fmt: skip
+    assert rewrite(["status", "--watch", "-1"]) == ["status", "--watch=-1"]
 
 
 def test_set_keys_are_the_session_keys_of_config() -> None:
@@ -345,6 +353,9 @@ def test_command_word(argv: list[str], command: str | None) -> None:
         ["--json", "--socket=/a", "--rpc-timeout", "1m", "agents", "--socket", "/b"],
         ["leave", "--rpc-timeout=0", "--json", "--json"],
         ["--socket=-odd-", "touch"],
+        ["--no-color", "status", "--no-color"],
+        ["history"],  # options of its own, none given
+        ["events", "--json"],
     ],
 )
 def test_plain_command_lines_skip_argparse(argv: list[str]) -> None:
@@ -359,7 +370,9 @@ def test_plain_command_lines_skip_argparse(argv: list[str]) -> None:
         [],
         ["--json"],
         ["start"],
-        ["history"],
+        ["logs"],  # a positional of its own, if optional: argparse's
+        ["history", "-n", "3"],
+        ["status", "--watch"],
         ["leave", "nightly"],
         ["status", "status"],
         ["status", "-h"],

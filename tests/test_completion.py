@@ -42,7 +42,7 @@ CONFIG = (
     + '[templates.backtest]\nagents = ["scanner", "backtester"]\n'
     + '[templates.unused]\nagents = ["scanner"]\n'
 )
-TOP_OPTIONS = {"--socket", "--json", "--rpc-timeout", "--version", "-h", "--help"}
+TOP_OPTIONS = {"--socket", "--json", "--rpc-timeout", "--no-color", "--version", "-h", "--help"}
 
 
 def table_options(name: str) -> set[str]:
@@ -139,6 +139,9 @@ def bash_complete(script: Path, line: str, env: dict[str, str], **split: bool) -
         ("sessionc -", sorted(TOP_OPTIONS)),
         ("sessionc start --t", ["--template", "--timeout"]),
         ("sessionc status --j", ["--json"]),
+        ("sessionc status --w", ["--watch"]),
+        ("sessionc status --watch ", []),  # SECONDS: nothing to offer
+        ("sessionc --no", ["--no-color"]),
         ("sessionc agent ", ["start", "stop", "restart", "kill"]),
         ("sessionc agent re", ["restart"]),
         ("sessionc run --restart ", ["on-failure", "always", "never"]),
@@ -446,6 +449,8 @@ def test_zsh_sourced_before_compinit_says_so(scripts: dict[str, Path]) -> None:
         ("sessionc __", set()),
         ("sessionc -", TOP_OPTIONS),
         ("sessionc start --t", {"--template", "--timeout"}),
+        ("sessionc status --w", {"--watch"}),
+        ("sessionc --no", {"--no-color"}),
         ("sessionc agent ", {"start", "stop", "restart", "kill"}),
         ("sessionc run --restart=", {"on-failure", "always", "never"}),
         ("sessionc run --restart ", {"on-failure", "always", "never"}),

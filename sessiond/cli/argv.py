@@ -20,6 +20,7 @@ from sessiond.cli.commands import (
     COMMANDS,
     DURATION,
     GLOBAL_OPTIONS,
+    INTERVAL_TYPE,
     WAIT_TYPE,
     close_match,
     parse_duration,
@@ -42,7 +43,7 @@ exit status: 0 ok, 1 other failure, 2 usage, 3 daemon unreachable,
   health: 0 healthy, 5 not found, 1 otherwise.
 --json prints one JSON document on stdout, {"error": {...}} on failure;
   'events -f' and 'logs -f' print one JSON value per line."""
-GLOBAL_FLAGS = {"--json": 0, "--socket": 1, "--rpc-timeout": 1, "--version": 0}
+GLOBAL_FLAGS = {"--json": 0, "--socket": 1, "--rpc-timeout": 1, "--no-color": 0, "--version": 0}
 
 
 def rewrite_argv(argv: list[str]) -> list[str]:
@@ -72,7 +73,7 @@ def rewrite_argv(argv: list[str]) -> list[str]:
 def duration_flags() -> set[str]:
     """The options whose value is a duration, of any command: --timeout, --wait…"""
     specs = [*GLOBAL_OPTIONS, *(spec for command in COMMANDS.values() for spec in command.args)]
-    durations = (DURATION["type"], WAIT_TYPE)
+    durations = (DURATION["type"], WAIT_TYPE, INTERVAL_TYPE)
     return {flag for flags, options in specs if options.get("type") in durations for flag in flags}
 
 
@@ -102,17 +103,19 @@ def command_word(argv: list[str]) -> str | None:
 def parse_plain(argv: list[str]) -> Namespace | None:
     """What argparse makes of `[OPTION...] COMMAND [OPTION...]`, without argparse.
 
-    COMMAND is one without arguments of its own (`status`, `agents`…) and each
-    OPTION is --json, --socket or --rpc-timeout. For anything else, and for
-    values that look like options or are not durations, None: argparse parses
-    those, and says what is wrong.
+    COMMAND is given none of its own arguments, and has no positional one
+    (`status`, `agents`, `history`…), and each OPTION is --json, --no-color,
+    --socket or --rpc-timeout. For anything else, and for values that look like
+    options or are not durations, None: argparse parses those, and says what is
+    wrong.
     """
-    values: dict[str, Any] = {"command": None, "socket": None, "json": False, "rpc_timeout": 30.0}
+    values: dict[str, Any] = {"command": None, "socket": None, "json": False,
+                              "rpc_timeout": 30.0, "no_color": False}  # fmt: skip
     words = iter(argv)
     for word in words:
         flag, equals, value = word.partition("=")
-        if word == "--json":
-            values["json"] = True
+        if word in ("--json", "--no-color"):
+            values[word[2:].replace("-", "_")] = True
         elif flag in ("--socket", "--rpc-timeout"):
             value = value if equals else next(words, "-")
             if value.startswith("-") and not equals:
@@ -123,11 +126,28 @@ def parse_plain(argv: list[str]) -> Namespace | None:
                 )
             except ValueError:
                 return None
-        elif values["command"] is None and word in COMMANDS and not COMMANDS[word].args:
-            values["command"] = word
+        elif values["command"] is None and word in COMMANDS:
+            own = plain_defaults(word)
+            if own is None:
+                return None
+            values.update(command=word, **own)
         else:
             return None
     return Namespace(**values) if values["command"] else None
+
+
+def plain_defaults(command: str) -> dict[str, Any] | None:
+    """The values argparse gives `command`'s own options when none is given (`status`:
+    {"watch": None}); None for a command with a positional argument, which argparse reads."""
+    values = {}
+    for flags, options in COMMANDS[command].args:
+        if not flags[0].startswith("-"):
+            return None
+        name = next((flag for flag in flags if flag.startswith("--")), flags[0])
+        dest = options.get("dest") or name.lstrip("-").replace("-", "_")
+        switch = options.get("action") == "store_true"
+        values[dest] = options.get("default", False if switch else None)
+    return values
 
 
 def terminal_columns() -> int:

@@ -35,6 +35,8 @@ SESSION_SET_KEYS = ("timeout", "idle_after", "error_threshold", "error_window", 
 RESERVED_SET_KEYS = {"name": "start [NAME]", "template": "--template T", "from": "--from OLD",
                      "wait": "--wait[=D]", "tty": "nothing: sessionc sends it"}  # fmt: skip
 _DURATION_FORMS = "90s, 5m, 1h30m"
+MIN_INTERVAL = 0.1  # seconds between two statuses of `status --watch`, at least
+WATCH_INTERVAL = 2.0  # and without SECONDS, as watch(1)
 _HHMM = r"([01]?\d|2[0-3]):[0-5]\d"
 
 
@@ -139,6 +141,13 @@ def _wait(text: str) -> float | bool:
     return True if text == "" else parse_duration(text)
 
 
+def _interval(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds < MIN_INTERVAL:  # watch(1)'s floor: less would keep the daemon busy answering
+        raise ValueError(f"expected an interval of at least {MIN_INTERVAL:g}s (got {text!r})")
+    return seconds
+
+
 # ---------------------------------------------------------------- the command table
 
 
@@ -158,6 +167,7 @@ class Command:
 NAME = arg("name", metavar="NAME", nargs="?")
 DURATION = {"metavar": "D", "type": _argtype(parse_duration)}
 WAIT_TYPE = _argtype(_wait)
+INTERVAL_TYPE = _argtype(_interval)
 COUNT = {"metavar": "N", "type": _argtype(_count)}
 FOLLOW = arg("-f", "--follow", action="store_true", help="then print new ones until Ctrl-C")
 GLOBAL_OPTIONS = (
@@ -166,9 +176,13 @@ GLOBAL_OPTIONS = (
     arg("--json", action="store_true", default=False, help="print the result as JSON"),
     arg("--rpc-timeout", metavar="SECONDS", type=DURATION["type"], default=30.0,
         help="give up on a reply after this long; 0 = never (default 30)"),
+    arg("--no-color", action="store_true", default=False,
+        help="no colour, even on a terminal (as with $NO_COLOR set)"),
 )  # fmt: skip
 COMMANDS: dict[str, Command] = {
-    "status": Command("show the live session, its agents and the daemon"),
+    "status": Command("show the live session, its agents and the daemon", (
+        arg("--watch", metavar="SECONDS", nargs="?", const=WATCH_INTERVAL, type=INTERVAL_TYPE,
+            help="show it again every SECONDS (default 2) until Ctrl-C"),)),
     "top": Command("a live full-screen view of the session and its agents (q quits)",
                    (arg("--once", action="store_true", help="print one frame and exit"),)),
     "start": Command("start a session (take the lock)", (

@@ -8,12 +8,15 @@ status. `--json` replaces the printer with one JSON document. Handlers do not
 print, except the `-f` followers, which stream until Ctrl-C or the daemon
 leaves.
 
-All of sessionc's output leaves from this module. What the printers show comes
-from show.py's pure `*_lines` and `fmt_*` helpers, which turn wire objects
-(docs/wire.md) into text. Every line of text leaves through `say`, which
+All of sessionc's output leaves from this module, but the screens that a live
+view redraws (`status --watch`: watch.py, which escapes alike). What the
+printers show comes from show.py's pure `*_lines` and `fmt_*` helpers, which
+turn wire objects (docs/wire.md) into text. Every line of text leaves through `say`, which
 escapes control characters (show.escape): no name, reason, tty or log line
 from the daemon drives the terminal. `--json` prints json.dumps, whose ASCII
-output escapes them already, and keeps every byte.
+output escapes them already, and keeps every byte. On a terminal, states and
+errors are in colour (colour.py): painted around text escaped already, never
+into a pipe, nor with --no-color or $NO_COLOR.
 
 This module imports only the standard library and sessiond's stdlib-only
 modules: `sessionc status` must start fast. What only some commands need
@@ -56,15 +59,19 @@ from sessiond.cli.calls import (
     start_timeout,
 )
 from sessiond.cli.client import Client
+from sessiond.cli.colour import DIM, RED, enabled
 from sessiond.cli.commands import COMMANDS, GLOBAL_OPTIONS, RESERVED_SET_KEYS, SESSION_SET_KEYS
 from sessiond.cli.show import (
     agent_lines,
+    coloured,
     escape,
     event_line,
     event_lines,
     fmt_relative,
+    fmt_state,
     health_lines,
     history_lines,
+    joined,
     log_line,
     session_lines,
     status_lines,
@@ -106,11 +113,30 @@ def echo(lines: Iterable[str]) -> None:
         say(line)
 
 
+def colour(args: argparse.Namespace) -> bool:
+    """Whether stdout's lines are in colour: on a terminal, unless told not to."""
+    return enabled(sys.stdout, args)
+
+
+def lines_of(render: Callable[..., list[str]]) -> Printer:
+    """The printer of what `render` makes of a result, in colour on a terminal."""
+    return lambda result, args: echo(render(result, colour=colour(args)))
+
+
+def complain(message: str, hint: str, args: argparse.Namespace) -> None:
+    """`sessionc: MESSAGE` (red on a terminal) and `hint: HINT` (dim), on stderr."""
+    on = enabled(sys.stderr, args)
+    say(coloured(f"sessionc: {message}", RED, on), file=sys.stderr)
+    if hint:
+        say(coloured(f"hint: {hint}", DIM, on), file=sys.stderr)
+
+
 def show_action(verb: str) -> Printer:
     def printer(session: Any, args: argparse.Namespace) -> None:
-        line = f"{verb} session {session.get('name')} ({session.get('state')})"
+        state = fmt_state(session.get("state"), colour(args))
+        line = joined(f"{verb} session {session.get('name')} (", state, ")")
         expires = session.get("expires_at")
-        say(line + (f", expires {fmt_relative(expires)}" if expires else ""))
+        say(joined(line, f", expires {fmt_relative(expires)}" if expires else ""))
 
     return printer
 
@@ -118,16 +144,15 @@ def show_action(verb: str) -> Printer:
 def show_started(session: Any, args: argparse.Namespace) -> None:
     if session.get("state") != "failed":
         return show_action("started")(session, args)
-    say(f"sessionc: session {session.get('name')} failed to start: "
-        f"{session.get('close_reason')}", file=sys.stderr)  # fmt: skip
-    say("hint: fix the agent's command in the config; 'sessionc events' shows what happened",
-        file=sys.stderr)  # fmt: skip
+    complain(f"session {session.get('name')} failed to start: {session.get('close_reason')}",
+             "fix the agent's command in the config; 'sessionc events' shows what happened",
+             args)  # fmt: skip
     return None
 
 
 def show_agent(agent: Any, args: argparse.Namespace) -> None:
     pid = f", pid {agent['pid']}" if agent.get("pid") else ""
-    say(f"agent {agent.get('name')}: {agent.get('state')}{pid}")
+    say(joined(f"agent {agent.get('name')}: ", fmt_state(agent.get("state"), colour(args)), pid))
 
 
 def show_logs(result: Any, args: argparse.Namespace) -> None:
@@ -182,6 +207,15 @@ def do_top(client: Client, args: argparse.Namespace) -> Any:
     if args.once:
         return top.once(client.path)
     top.live(client.path)
+    return STREAMED
+
+
+def do_status(client: Client, args: argparse.Namespace) -> Any:
+    if args.watch is None:
+        return client.call("session.status")
+    from sessiond.cli.watch import watch  # noqa: PLC0415 -- only --watch needs it
+
+    watch(client, args.watch, colour(args), args.json)
     return STREAMED
 
 
@@ -279,7 +313,7 @@ class Action:
 
 
 ACTIONS: dict[str, Action] = {  # in the order of COMMANDS, one for each
-    "status": Action(rpc("session.status"), lambda r, a: echo(status_lines(r))),
+    "status": Action(do_status, lines_of(status_lines)),
     "top": Action(do_top, lambda r, a: echo(r)),
     "start": Action(do_start, show_started, start_status),
     "join": Action(do_join, show_action("joined")),
@@ -289,16 +323,16 @@ ACTIONS: dict[str, Action] = {  # in the order of COMMANDS, one for each
     "resume": Action(rpc("session.resume", "name"), show_action("resumed")),
     "reconnect": Action(rpc("session.reconnect"), show_action("reconnected")),
     "touch": Action(rpc("session.touch"), show_action("touched")),
-    "health": Action(
-        rpc("session.health", "name"), lambda r, a: echo(health_lines(r)), health_exit
-    ),
+    "health": Action(rpc("session.health", "name"), lines_of(health_lines), health_exit),
     "run": Action(do_run, show_agent),
-    "agents": Action(rpc("agent.list"), lambda r, a: echo(agent_lines(r) if r else ["no agents"])),
+    "agents": Action(
+        rpc("agent.list"), lambda r, a: echo(agent_lines(r, colour(a)) if r else ["no agents"])
+    ),
     "agent": Action(do_agent, show_agent),
     "logs": Action(do_logs, show_logs),
     "events": Action(do_events, lambda r, a: echo(event_lines(r))),
-    "history": Action(rpc("session.history", "limit"), lambda r, a: echo(history_lines(r))),
-    "show": Action(do_show, lambda r, a: echo(session_lines(r))),
+    "history": Action(rpc("session.history", "limit"), lines_of(history_lines)),
+    "show": Action(do_show, lines_of(session_lines)),
     "export": Action(do_export, show_export),
     "metrics": Action(rpc("metrics.get"), show_metrics),
     "cleanup": Action(rpc("session.cleanup", "orphans_only"), show_cleanup),
@@ -311,10 +345,10 @@ ACTIONS: dict[str, Action] = {  # in the order of COMMANDS, one for each
 # ---------------------------------------------------------------- main
 
 
-def report_error(exc: SessiondError, as_json: bool) -> int:
+def report_error(exc: SessiondError, args: argparse.Namespace) -> int:
     """`sessionc: MESSAGE` and `hint: HINT` on stderr; with --json, also {"error"} on stdout."""
     status = getattr(exc, "exit_code", EXIT_FAILURE)
-    if as_json:
+    if args.json:
         error = {
             "name": getattr(exc, "name", type(exc).__name__),
             "message": exc.message,
@@ -323,9 +357,7 @@ def report_error(exc: SessiondError, as_json: bool) -> int:
             "exit_status": status,
         }
         print(json.dumps({"error": error}))  # one line: it may end a stream of lines
-    say(f"sessionc: {exc.message}", file=sys.stderr)
-    if exc.hint:
-        say(f"hint: {exc.hint}", file=sys.stderr)
+    complain(exc.message, exc.hint, args)
     return status
 
 
@@ -352,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except SessiondError as exc:
-        return report_error(exc, args.json)
+        return report_error(exc, args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `sessionc events | head` left early: nothing to say

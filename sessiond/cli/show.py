@@ -1,8 +1,11 @@
 """What sessionc shows: pure functions from wire objects (docs/wire.md) to text lines.
 
 No I/O: main.py's printers print what these return, through `escape`, so that
-no control character from the daemon reaches a terminal (SPEC §7). The
-functions that show times take `now`, so that tests can pin the clock. Like
+no control character from the daemon reaches a terminal (SPEC §7). With
+`colour`, the functions that show states colour them (colour.py): such a line
+is escaped here, part by part, and comes back `Painted`, which escape passes as
+it is. The functions that show times take `now`, so that tests can pin the
+clock. Like
 main.py, this module imports only the standard library, and what only some
 output needs (datetime, signal) where it is used: `sessionc status` must start
 fast.
@@ -13,6 +16,8 @@ from __future__ import annotations
 import json
 import re
 import time
+
+from sessiond.cli.colour import DIM, RED, YELLOW, Painted, paint, state_style
 
 TYPE_CHECKING = False  # typing would cost every sessionc start; see main.py
 if TYPE_CHECKING:
@@ -26,6 +31,7 @@ UNIT_SECONDS = (86400, 3600, 60, 1)  # d, h, m, s
 _UNPRINTABLE = r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]"  # re's cache compiles it, once needed
 _SHORT_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v",
                   "\f": "\\f", "\r": "\\r"}  # fmt: skip
+_SGR = r"\x1b\[[0-9;]*m"  # a colour code: in Painted text, only sessionc's own
 
 
 def escape(text: str) -> str:
@@ -39,8 +45,9 @@ def escape(text: str) -> str:
     Backslashes stay as they are, so that escaping twice changes nothing
     (table() measures escaped cells) and the backslashes of a JSON log line
     read as written; --json tells an escaped control from the same text typed.
+    Painted text is escaped already, around its colour codes: it is returned as it is.
     """
-    if text.isprintable():  # no Cc and no Cs: the usual case, without a regex
+    if isinstance(text, Painted) or text.isprintable():  # the usual cases, without a regex
         return text
     return re.sub(_UNPRINTABLE, _escaped, text)
 
@@ -49,6 +56,23 @@ def _escaped(match: re.Match[str]) -> str:
     char = match.group()
     code = ord(char)
     return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def width(text: str) -> int:
+    """How many columns `text` takes once printed: its colour codes take none."""
+    return len(re.sub(_SGR, "", text)) if isinstance(text, Painted) else len(text)
+
+
+def coloured(text: str, style: str | None, colour: bool) -> str:
+    """`text` escaped and painted in `style` when `colour` is on (and a style given); else as is."""
+    return paint(escape(text), style) if colour and style else text
+
+
+def joined(*parts: str) -> str:
+    """The parts as one line: Painted, the plain parts escaped, if any part is; else plain."""
+    if not any(isinstance(part, Painted) for part in parts):
+        return "".join(parts)
+    return Painted("".join(map(escape, parts)))
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -151,30 +175,45 @@ def fmt_person(who: dict[str, Any] | None) -> str:
 def columns(rows: Iterable[list[str]]) -> list[str]:
     """Cells aligned on the widest of their column, two spaces apart, like `ps`.
 
-    Cells are measured escaped, as they will be printed.
+    Cells are measured escaped, as they will be printed, and Painted ones without their
+    colour codes; a row with a Painted cell is a Painted line.
     """
     rows = [[escape(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    widths = [max(width(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    return [_aligned(row, widths) for row in rows]
 
 
-def table(headers: list[str], rows: Iterable[list[str]]) -> list[str]:
-    """A header line, then the rows, in aligned columns."""
-    return columns([headers, *rows])
+def _aligned(row: list[str], widths: list[int]) -> str:
+    """One row of columns(): each cell padded to its column's width; no blanks at the end."""
+    parts = [part for cell, w in zip(row, widths, strict=True)
+             for part in (cell, " " * (w - width(cell) + 2))]  # fmt: skip
+    while parts and not isinstance(parts[-1], Painted) and not parts[-1].rstrip():
+        parts.pop()
+    if parts and not isinstance(parts[-1], Painted):
+        parts[-1] = parts[-1].rstrip()
+    return joined(*parts)
+
+
+def table(headers: list[str], rows: Iterable[list[str]], colour: bool = False) -> list[str]:
+    """A header line (dim, with `colour`), then the rows, in aligned columns."""
+    head, *lines = columns([headers, *rows])
+    return [coloured(head, DIM, colour), *lines]
 
 
 AGENT_HEADERS = ["AGENT", "PID", "STATE", "UPTIME", "MEM", "CPU%", "RESTARTS", "LAST-EXIT"]
 
 
-def agent_row(agent: dict[str, Any]) -> list[str]:
+def fmt_state(state: Any, colour: bool = False) -> str:
+    """A state of a session, agent or health, in its colour when `colour` is on."""
+    return coloured(str(state), state_style(state), colour)
+
+
+def agent_row(agent: dict[str, Any], colour: bool = False) -> list[str]:
     cpu = agent.get("cpu_percent")
     return [
         str(agent.get("name", "?")),
         fmt_value(agent.get("pid")),
-        str(agent.get("state", "?")),
+        fmt_state(agent.get("state", "?"), colour),
         fmt_duration(agent.get("uptime")),
         fmt_bytes(agent.get("rss")),
         "-" if cpu is None else f"{cpu:.1f}",
@@ -183,20 +222,20 @@ def agent_row(agent: dict[str, Any]) -> list[str]:
     ]
 
 
-def agent_lines(agents: list[dict[str, Any]]) -> list[str]:
+def agent_lines(agents: list[dict[str, Any]], colour: bool = False) -> list[str]:
     """The agent table, then the counts by label ('labels: scan=2 backtest=1')."""
     counts: dict[str, int] = {}
     for agent in agents:
         for label in agent.get("labels") or []:
             counts[label] = counts.get(label, 0) + 1
-    lines = table(AGENT_HEADERS, map(agent_row, agents))
+    lines = table(AGENT_HEADERS, [agent_row(agent, colour) for agent in agents], colour)
     if counts:
         lines += ["", "labels: " + " ".join(f"{k}={n}" for k, n in counts.items())]
     return lines
 
 
 def _field(key: str, value: str) -> str:
-    return f"{key + ':':<14}{value}"
+    return joined(f"{key + ':':<14}", value)
 
 
 def _when_lines(session: dict[str, Any], now: float | None) -> list[str]:
@@ -217,28 +256,45 @@ def _host_lines(session: dict[str, Any]) -> list[str]:
     return [_field("host", f"{session['host']}, fence {session.get('fence', 0)}")]
 
 
-def session_lines(session: dict[str, Any], now: float | None = None) -> list[str]:
+def _errors_style(errors: dict[str, Any]) -> str | None:
+    count, threshold = errors.get("count"), errors.get("threshold")
+    if not isinstance(count, int) or count <= 0:
+        return None
+    return RED if isinstance(threshold, int) and count >= threshold else YELLOW
+
+
+def _error_lines(errors: dict[str, Any], now: float | None, colour: bool) -> list[str]:
+    """The errors counted against the threshold: yellow once there is one, red at the
+    threshold; the last one, red."""
+    lines = []
+    if errors:
+        limit = f"{errors.get('threshold', '?')} in {fmt_duration(errors.get('window'))}"
+        count = f"{errors.get('count', 0)} of {limit}"
+        lines.append(_field("errors", coloured(count, _errors_style(errors), colour)))
+    if errors.get("last"):
+        last = errors["last"]
+        who = f"agent {last.get('agent')}" if last.get("agent") else "an agent"
+        text = f"{who}, {fmt_relative(last.get('at'), now)}: {last.get('text')}"
+        lines.append(_field("last error", coloured(text, RED, colour)))
+    return lines
+
+
+def session_lines(
+    session: dict[str, Any], now: float | None = None, colour: bool = False
+) -> list[str]:
     """A session object as aligned 'key: value' lines, then its agents."""
     since = session.get("started_at") or session.get("created_at")
     people = ", ".join(fmt_person(p) for p in session.get("participants") or [])
-    errors = session.get("errors") or {}
     lines = [
         _field("session", str(session.get("name"))),
         _field("id", str(session.get("id"))),
-        _field("state", str(session.get("state"))),
+        _field("state", fmt_state(session.get("state"), colour)),
         _field("owner", f"{fmt_person(session.get('owner'))}, since {fmt_since(since, now)}"),
         _field("participants", people or "none"),
         *_host_lines(session),
         *_when_lines(session, now),
+        *_error_lines(session.get("errors") or {}, now, colour),
     ]
-    if errors:
-        limit = f"{errors.get('threshold', '?')} in {fmt_duration(errors.get('window'))}"
-        lines.append(_field("errors", f"{errors.get('count', 0)} of {limit}"))
-    if errors.get("last"):
-        last = errors["last"]
-        who = f"agent {last.get('agent')}" if last.get("agent") else "an agent"
-        lines.append(_field("last error", f"{who}, {fmt_relative(last.get('at'), now)}: "
-                            f"{last.get('text')}"))  # fmt: skip
     for key in ("pause_reason", "template", "parent"):
         if session.get(key):
             lines.append(_field(key.replace("_", " "), str(session[key])))
@@ -246,13 +302,15 @@ def session_lines(session: dict[str, Any], now: float | None = None) -> list[str
         pairs = " ".join(f"{k}={fmt_value(v)}" for k, v in session["metrics"].items())
         lines.append(_field("metrics", pairs))
     agents = session.get("agents") or []
-    return [*lines, "", *agent_lines(agents)] if agents else lines
+    return [*lines, "", *agent_lines(agents, colour)] if agents else lines
 
 
-def status_lines(result: dict[str, Any], now: float | None = None) -> list[str]:
+def status_lines(
+    result: dict[str, Any], now: float | None = None, colour: bool = False
+) -> list[str]:
     """`sessionc status`: the session, or 'no active session' and the daemon; orphans."""
     if result.get("session"):
-        lines = session_lines(result["session"], now)
+        lines = session_lines(result["session"], now, colour)
     else:
         daemon = result.get("daemon") or {}
         pid, uptime = daemon.get("pid", "?"), fmt_duration(daemon.get("uptime"))
@@ -261,7 +319,8 @@ def status_lines(result: dict[str, Any], now: float | None = None) -> list[str]:
     orphans = len(result.get("orphans") or [])
     if orphans:
         noun = "process" if orphans == 1 else "processes"
-        lines += ["", f"{orphans} orphaned agent {noun} — run 'sessionc cleanup'"]
+        orphaned = f"{orphans} orphaned agent {noun} — run 'sessionc cleanup'"
+        lines += ["", coloured(orphaned, YELLOW, colour)]
     return lines
 
 
@@ -283,16 +342,18 @@ def tree_lines(value: Any, indent: int = 0) -> list[str]:
     return lines
 
 
-def history_lines(sessions: list[dict[str, Any]], now: float | None = None) -> list[str]:
+def history_lines(
+    sessions: list[dict[str, Any]], now: float | None = None, colour: bool = False
+) -> list[str]:
     headers = ["NAME", "ID", "STATE", "OWNER", "STARTED", "CLOSED", "REASON"]
     rows = [
-        [str(s.get("name")), str(s.get("id", ""))[:8], str(s.get("state")),
+        [str(s.get("name")), str(s.get("id", ""))[:8], fmt_state(s.get("state"), colour),
          str((s.get("owner") or {}).get("user") or "-"),
          fmt_clock(s.get("started_at") or s.get("created_at"), now),
          fmt_clock(s.get("closed_at"), now), str(s.get("close_reason") or "-")]
         for s in sessions
     ]  # fmt: skip
-    return table(headers, rows) if rows else ["no sessions yet"]
+    return table(headers, rows, colour) if rows else ["no sessions yet"]
 
 
 # The longest event kind, session.disconnected: `events -f` pads each kind to it, so that
@@ -324,8 +385,9 @@ def log_line(entry: Any, prefix: bool = False) -> str:
     return f"{entry.get('agent', '?')} | {text}" if prefix else text
 
 
-def health_lines(health: dict[str, Any]) -> list[str]:
+def health_lines(health: dict[str, Any], colour: bool = False) -> list[str]:
     steps = [f"  - {step}" for step in health.get("recovery") or []]
-    return [f"{health.get('status')}: {health.get('message', '')}"] + (
+    status = fmt_state(health.get("status"), colour)
+    return [joined(status, f": {health.get('message', '')}")] + (
         ["to recover:", *steps] if steps else []
     )
