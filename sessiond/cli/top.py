@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import curses
 import json
+import os
 import select
 import shutil
 import socket
@@ -21,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from sessiond.cli.client import Client, RemoteError
+from sessiond.cli.client import Client, Disconnected, RemoteError
 from sessiond.cli.frame import View, frame
 from sessiond.errors import SessiondError
 
@@ -38,12 +39,35 @@ class Feed:
     def __init__(self, path: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(5)
-        self.sock.connect(path)
+        self._buf = b""
         request = {"jsonrpc": "2.0", "id": 1, "method": "subscribe",
                    "params": {"topics": ["events"]}}  # fmt: skip
-        self.sock.sendall(json.dumps(request).encode() + b"\n")
+        try:
+            self.sock.connect(path)
+            self.sock.sendall(json.dumps(request).encode() + b"\n")
+            reply = self._reply()
+        except OSError:
+            self.sock.close()
+            raise Disconnected(path) from None
+        if "error" in reply:  # e.g. LIMIT_REACHED: the daemon's words
+            self.sock.close()
+            raise RemoteError.from_wire(reply["error"])
         self.sock.setblocking(False)
-        self._buf = b""
+
+    def _reply(self) -> dict[str, Any]:
+        """Wait for the subscribe's reply: subscribed from then on (events before it stay)."""
+        kept: list[bytes] = []
+        while True:
+            while b"\n" not in self._buf:
+                if not (chunk := self.sock.recv(65536)):
+                    raise ConnectionResetError("sessiond closed the subscription")
+                self._buf += chunk
+            line, self._buf = self._buf.split(b"\n", 1)
+            message = json.loads(line) if line.strip() else {}
+            if "id" in message:
+                self._buf = b"".join(k + b"\n" for k in kept) + self._buf
+                return dict(message)
+            kept.append(line)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -74,18 +98,23 @@ class Top:
         self.feed: Feed | None = None
 
     def connect(self) -> None:
-        self.feed = Feed(self.path)  # first: no event falls between the tail and it
+        self._close()  # what a connect that failed half-way left
         self.calls = Client(self.path, timeout=5)
+        self.calls.connect()  # no daemon: sessionc's usual message and exit status
+        self.feed = Feed(self.path)  # subscribed before the tail: no event falls between
         self.view.events = list(self.calls.call("events.tail", {"lines": 50}))
         self.view.connected = True
         self.view.message = ""
         self.refresh()
 
-    def disconnect(self) -> None:
+    def _close(self) -> None:
         for part in (self.feed, self.calls):
             if part is not None:
                 part.close()
         self.feed = self.calls = None
+
+    def disconnect(self) -> None:
+        self._close()
         self.view.connected = False
         self.view.message = "reconnecting…"
 
@@ -102,7 +131,10 @@ class Top:
         assert self.feed is not None
         events = self.feed.read()
         if events:
-            self.view.events = (self.view.events + events)[-EVENTS_KEPT:]
+            # One published between the subscribe and the tail came both ways: once, by seq.
+            seen = max((_seq(e) for e in self.view.events[-50:]), default=0)
+            fresh = [e for e in events if not _seq(e) or _seq(e) > seen]
+            self.view.events = (self.view.events + fresh)[-EVENTS_KEPT:]
             self.refresh()
 
     # -- keys ------------------------------------------------------------------
@@ -194,6 +226,11 @@ class Top:
         screen.refresh()
 
 
+def _seq(event: dict[str, Any]) -> int:
+    seq = event.get("seq")
+    return seq if isinstance(seq, int) else 0
+
+
 def ask(screen: curses.window, prompt: str) -> str | None:
     """A line typed on the last row; None if Esc."""
     height, width = screen.getmaxyx()
@@ -227,4 +264,9 @@ def once(path: str) -> list[str]:
 def live(path: str) -> int:
     top = Top(path)
     top.connect()  # a daemon that is not there: sessionc's usual message, not a screen
+    # curses takes LINES and COLUMNS, when set, over the terminal's size, and then ignores
+    # every resize: a shell that exports them (or a parent that imported readline) would
+    # pin the frame. The terminal's own size it is.
+    for name in ("LINES", "COLUMNS"):
+        os.environ.pop(name, None)
     return int(curses.wrapper(top.run))
