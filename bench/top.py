@@ -44,6 +44,7 @@ class Pane:
         self.tmux("new-session", "-d", "-s", "top", "-x", str(WIDTH), "-y", str(HEIGHT),
                   "-c", "/", command)  # fmt: skip
         self.pid = int(self.tmux("list-panes", "-t", "top", "-F", "#{pane_pid}").strip())
+        self.socket = self.tmux("display-message", "-p", "#{socket_path}").strip()
         argv = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
         if b"top" not in argv:  # exec'd: the pane's pid is sessionc's, not a shell's
             raise RuntimeError(f"pane pid {self.pid} is not sessionc top: {argv}")
@@ -63,6 +64,7 @@ class Pane:
 
     def close(self) -> None:
         subprocess.run([*self.argv, "kill-server"], capture_output=True, timeout=10)
+        Path(self.socket).unlink(missing_ok=True)  # kill-server leaves it
 
 
 def row(lines: list[str], name: str) -> dict[str, str] | None:

@@ -49,6 +49,7 @@ class Pane:
         shell = f"{command}; echo EXIT=$?; sleep 60"
         self.tmux("new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height),
                   "-c", "/", shell)  # fmt: skip
+        self.socket = self.tmux("display-message", "-p", "#{socket_path}").strip()
 
     def tmux(self, *args: str) -> str:
         # os.environ, not the C environment: importing readline (pytest does) puts
@@ -80,6 +81,7 @@ class Pane:
     def close(self) -> None:
         subprocess.run([TMUX or "tmux", "-L", self.server, "kill-server"],
                        capture_output=True, timeout=10)  # fmt: skip
+        Path(self.socket).unlink(missing_ok=True)  # kill-server leaves it
 
 
 @pytest.fixture
