@@ -243,6 +243,14 @@ def test_every_reply_of_the_daemon_matches_the_schema_its_method_declares(
     c.call("agent.start", name="r")
     c.call("agent.restart", name="r")
     c.call("agent.start", name="nope")  # AGENT_NOT_FOUND
+    # Groups: an outcome per agent, its agent or its error
+    assert [len(o) for o in c.call("agent.restart", names="all")] == [2, 2]
+    outcomes = c.call("agent.stop", names=["r", "nope"])
+    assert ["agent" in outcomes[0], "error" in outcomes[1]] == [True, True]
+    assert "error" in c.call("agent.kill", label="x", signal="HUP")[0]  # r is stopped
+    c.call("agent.start", label="x")
+    c.call("agent.start", label="nope")  # AGENT_NOT_FOUND
+    c.call("agent.stop", name="r", names=["r"])  # INVALID_PARAMS
     token = token_of(daemon, "w")
     c.call("agent.report", token=token, metrics={"tokens": 1500, "cost": 0.025}, activity=True)
     c.call("agent.report", token=token, error="disk quota exceeded")

@@ -13,7 +13,8 @@ read through callables each time: a reload replaces them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sessiond.core import moves
@@ -25,8 +26,8 @@ from sessiond.core.reports import check_metrics
 from sessiond.core.session import Event
 from sessiond.daemon import logs, metrics
 from sessiond.daemon.access import Peer, Role, is_admin, role_of
-from sessiond.daemon.crew import agent_wire
-from sessiond.errors import InvalidParams, NoSession, PermissionDenied
+from sessiond.daemon.crew import agent_wire, signal_param
+from sessiond.errors import AgentNotFound, DomainError, InvalidParams, NoSession, PermissionDenied
 
 if TYPE_CHECKING:
     from sessiond.core.records import Session
@@ -263,6 +264,43 @@ class App:
     def agent_kill(self, name: str, signal: Any) -> Wire:
         return self._agent(self._fleet.kill(self._live(), name, signal))
 
+    # -- groups of agents: by names, "all" or a label ------------------------------
+
+    def each(self, names: list[str] | str | None, label: str | None,
+             act: Callable[[str], Wire]) -> list[Wire]:  # fmt: skip
+        """`act` on each agent of the group in turn; their outcomes, in the group's order."""
+        group = self._group(names, label)
+        return _outcomes(group, [_tried(act, name) for name in group])
+
+    async def each_at_once(self, names: list[str] | str | None, label: str | None,
+                           act: Callable[[str], Awaitable[Wire]]) -> list[Wire]:  # fmt: skip
+        """`act` on every agent of the group at once, so that their stop_timeouts overlap."""
+        group = self._group(names, label)
+        done = await asyncio.gather(*(act(name) for name in group), return_exceptions=True)
+        return _outcomes(group, done)
+
+    def kill_each(
+        self, names: list[str] | str | None, label: str | None, signal: Any
+    ) -> list[Wire]:
+        number = signal_param(signal)  # a bad signal is the call's: refused before any kill
+        return self.each(names, label, lambda name: self.agent_kill(name, number))
+
+    def _group(self, names: list[str] | str | None, label: str | None) -> list[str]:
+        """The agents of the live session that `names` (a list, or "all") or `label` pick."""
+        live = self._live()
+        if isinstance(names, list):
+            return list(dict.fromkeys(names))  # an unknown one fails alone, AGENT_NOT_FOUND
+        agents = self._fleet.crew.agents(live.id)
+        group = [a.name for a in agents if label is None or label in a.labels]
+        if group:
+            return group
+        if label is None:
+            raise AgentNotFound(f"session {live.name} has no agents",
+                                "start one with 'sessionc run -- CMD'")  # fmt: skip
+        labels = ", ".join(sorted({x for a in agents for x in a.labels})) or "none"
+        raise AgentNotFound(f"session {live.name} has no agent labelled {label!r}",
+                            f"its labels: {labels}")  # fmt: skip
+
     def report(
         self, token: str, metrics: dict[str, Any] | None, error: str | None, activity: bool
     ) -> None:
@@ -309,3 +347,23 @@ class App:
 
     def _agent(self, agent: Agent) -> Wire:
         return agent_wire(agent, self._facts(agent), self._clock.monotonic())
+
+
+def _tried(act: Callable[[str], Wire], name: str) -> Wire | DomainError:
+    try:
+        return act(name)
+    except DomainError as exc:
+        return exc
+
+
+def _outcomes(names: list[str], results: Sequence[Wire | BaseException]) -> list[Wire]:
+    """Each agent's outcome: {"name", "agent"}, or {"name", "error"} for a DomainError."""
+    found = []
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, DomainError):
+            found.append({"name": name, "error": result.to_wire()})
+        elif isinstance(result, BaseException):  # a bug, or a cancel: not an agent's outcome
+            raise result
+        else:
+            found.append({"name": name, "agent": result})
+    return found

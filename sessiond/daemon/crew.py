@@ -23,6 +23,7 @@ from sessiond.core.agent import describe_exit
 from sessiond.core.records import Session, rfc3339
 from sessiond.core.settings import AgentSpec, RestartPolicy
 from sessiond.core.units import NAME_RE
+from sessiond.daemon import procs
 from sessiond.daemon.access import Peer, groups_of
 from sessiond.daemon.supervisor import DEFAULT_PATH, Agent
 from sessiond.errors import InvalidParams, LimitReached, PermissionDenied
@@ -220,6 +221,16 @@ def adhoc_spec(
         needs_network=needs_network,
         labels=tuple(labels),
     )
+
+
+def signal_param(value: str | int | None) -> int:
+    """agent.kill's `signal` (default TERM) as a number; INVALID_PARAMS if it names none."""
+    try:
+        return procs.signal_number(value if value is not None else "TERM")
+    except ValueError as exc:
+        raise InvalidParams(
+            f"param 'signal': {exc}", "use a name like TERM, HUP or a number"
+        ) from None
 
 
 def spec_to_dict(spec: AgentSpec) -> dict[str, Any]:

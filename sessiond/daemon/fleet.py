@@ -33,6 +33,7 @@ from sessiond.daemon.crew import (
     check_daemon_can_run_as,
     handed,
     owner_runner,
+    signal_param,
     spec_from_dict,
 )
 from sessiond.daemon.journal import Journal
@@ -356,12 +357,9 @@ class Fleet:
 
     def kill(self, live: Session, name: str, sig: Any) -> Agent:
         agent = self.find(live, name)
+        number = signal_param(sig)
         try:
-            self.supervisor.kill(agent, procs.signal_number(sig if sig is not None else "TERM"))
-        except ValueError as exc:
-            raise InvalidParams(
-                f"param 'signal': {exc}", "use a name like TERM, HUP or a number"
-            ) from None
+            self.supervisor.kill(agent, number)
         except AgentRefused:
             raise InvalidState(
                 f"agent {name} is {agent.state.value}: no process to signal",

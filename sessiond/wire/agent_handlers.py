@@ -2,17 +2,22 @@
 
 Same conventions as handlers.py: params by name, one call of `ctx.app`, the
 wire form out, only DomainErrors raised; `async` only where the call waits
-(for a stop).
+(for a stop). The calls on agents act on one (`name`) or on a group (`names`,
+or `label`): a group's result is one outcome per agent, its agent or its
+error, so that one agent's failure does not keep the others from acting.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sessiond.errors import InvalidParams
 from sessiond.wire.handlers import check_lines
 
 if TYPE_CHECKING:
     from sessiond.wire.context import Ctx
+
+GROUP_HINT = 'name one agent with "name", several with "names" (a list, or "all"), or "label"'
 
 
 def agent_list(ctx: Ctx) -> Any:
@@ -42,33 +47,65 @@ def agent_run(
     )  # fmt: skip
 
 
-def agent_start(ctx: Ctx, name: str) -> Any:
-    """Start a stopped, exited or failed agent afresh.
+def single(name: str | None, names: Any, label: str | None) -> str | None:
+    """`name` for a call on one agent; None for one on a group, whose params are checked."""
+    given = [f"'{key}'" for key, value in (("name", name), ("names", names), ("label", label))
+             if value is not None]  # fmt: skip
+    if len(given) != 1:
+        but = f", not {' and '.join(given)}" if given else ""
+        raise InvalidParams(f"give exactly one of the params 'name', 'names' and 'label'{but}",
+                            GROUP_HINT)  # fmt: skip
+    listed = isinstance(names, list) and bool(names) and all(isinstance(n, str) for n in names)
+    if names is not None and names != "all" and not listed:
+        raise InvalidParams("param 'names' must be \"all\" or a list of agent names", GROUP_HINT)
+    return name
+
+
+def agent_start(
+    ctx: Ctx, name: str | None = None, names: Any = None, label: str | None = None
+) -> Any:
+    """Start a stopped, exited or failed agent afresh, or each of a group.
 
     {"method": "agent.start", "params": {"name": "scanner"}} — sessionc agent start scanner"""
-    return ctx.app.agent_start(name)
+    if (one := single(name, names, label)) is not None:
+        return ctx.app.agent_start(one)
+    return ctx.app.each(names, label, ctx.app.agent_start)
 
 
-async def agent_stop(ctx: Ctx, name: str) -> Any:
-    """Stop an agent (SIGTERM, SIGKILL after stop_timeout); it stays stopped.
+async def agent_stop(
+    ctx: Ctx, name: str | None = None, names: Any = None, label: str | None = None
+) -> Any:
+    """Stop an agent (SIGTERM, SIGKILL after stop_timeout), or a group; they stay stopped.
 
-    {"method": "agent.stop", "params": {"name": "scanner"}} — sessionc agent stop scanner"""
-    return await ctx.app.agent_stop(name)
-
-
-async def agent_restart(ctx: Ctx, name: str) -> Any:
-    """Stop an agent, then start it afresh.
-
-    {"method": "agent.restart", "params": {"name": "scanner"}} — sessionc agent restart scanner"""
-    return await ctx.app.agent_restart(name)
+    {"method": "agent.stop", "params": {"names": "all"}} — sessionc agent stop all"""
+    if (one := single(name, names, label)) is not None:
+        return await ctx.app.agent_stop(one)
+    return await ctx.app.each_at_once(names, label, ctx.app.agent_stop)
 
 
-def agent_kill(ctx: Ctx, name: str, signal: Any = None) -> Any:
-    """Send a signal (default TERM) to an agent's process group.
+async def agent_restart(
+    ctx: Ctx, name: str | None = None, names: Any = None, label: str | None = None
+) -> Any:
+    """Stop an agent, or a group, then start it afresh.
+
+    {"method": "agent.restart", "params": {"label": "scan"}}
+    — sessionc agent restart --label scan"""
+    if (one := single(name, names, label)) is not None:
+        return await ctx.app.agent_restart(one)
+    return await ctx.app.each_at_once(names, label, ctx.app.agent_restart)
+
+
+def agent_kill(
+    ctx: Ctx, name: str | None = None, names: Any = None, label: str | None = None,
+    signal: Any = None,
+) -> Any:  # fmt: skip
+    """Send a signal (default TERM) to an agent's process group, or to each of a group's.
 
     {"method": "agent.kill", "params": {"name": "scanner", "signal": "HUP"}}
     — sessionc agent kill scanner --signal HUP"""
-    return ctx.app.agent_kill(name, signal)
+    if (one := single(name, names, label)) is not None:
+        return ctx.app.agent_kill(one, signal)
+    return ctx.app.kill_each(names, label, signal)
 
 
 def agent_report(

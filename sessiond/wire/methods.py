@@ -68,7 +68,18 @@ from sessiond.wire.handlers import (
     subscribe,
 )
 from sessiond.wire.jsonrpc import JSON_TYPES, json_type
-from sessiond.wire.schemas import AGENT, AGENTS, EMPTY, SCHEMAS, SESSION, Schema, array, ref
+from sessiond.wire.schemas import (
+    AGENT,
+    AGENT_OR_OUTCOMES,
+    AGENTS,
+    EMPTY,
+    SCHEMAS,
+    SESSION,
+    STRS,
+    Schema,
+    array,
+    ref,
+)
 
 if TYPE_CHECKING:
     from sessiond.wire.context import Ctx
@@ -79,6 +90,9 @@ class Param:
     name: str
     types: tuple[str, ...]
     required: bool = False
+    # What rpc.discover says of it, where its JSON types alone would say less
+    schema: Schema | None = field(default=None, compare=False)
+    description: str = ""
 
     def check(self, value: Any) -> None:
         ok = any(
@@ -146,7 +160,15 @@ def rpc_discover(ctx: Ctx) -> dict[str, Any]:
 
 ANYONE, PT, OW = Role.OBSERVER, Role.PARTICIPANT, Role.OWNER
 TOKEN = Role.OBSERVER  # whoever holds an agent's token, whatever its uid: checked by the handler
-AGENT_NAME = P("name", "string", required=True)
+# The agents a call acts on: exactly one of these (agent_handlers.single checks it).
+ONE_OF = "exactly one of name, names and label"
+PICK = (
+    Param("name", ("string",), description=f"the agent; {ONE_OF}"),
+    Param("names", ("array", "string"), schema={"anyOf": [{**STRS, "minItems": 1},
+                                                          {"const": "all"}]},
+          description=f'these agents, or "all" the live session\'s; {ONE_OF}'),
+    Param("label", ("string",), description=f"the agents with this label; {ONE_OF}"),
+)  # fmt: skip
 # The domain errors of calls on the live session (manager.resolve and the state table); in a
 # cluster, such a call must act where the session runs (SPEC §10).
 LIVE = (NoSession, SessionMismatch, RemoteSession)
@@ -192,11 +214,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         P("env", "object", "null"), P("restart", "string", "null"),
         P("labels", "array", "null"), P("needs_network", "boolean")), AGENT,
         (NoSession, InvalidState, LimitReached, StorageError, RemoteSession)),
-    Method("agent.start", agent_start, OW, (AGENT_NAME,), AGENT, (*ON_AGENT, InvalidState)),
-    Method("agent.stop", agent_stop, OW, (AGENT_NAME,), AGENT, ON_AGENT),
-    Method("agent.restart", agent_restart, OW, (AGENT_NAME,), AGENT, (*ON_AGENT, InvalidState)),
-    Method("agent.kill", agent_kill, OW, (AGENT_NAME, P("signal", "string", "integer", "null")),
-           AGENT, (*ON_AGENT, InvalidState)),
+    Method("agent.start", agent_start, OW, PICK, AGENT_OR_OUTCOMES, (*ON_AGENT, InvalidState)),
+    Method("agent.stop", agent_stop, OW, PICK, AGENT_OR_OUTCOMES, ON_AGENT),
+    Method("agent.restart", agent_restart, OW, PICK, AGENT_OR_OUTCOMES,
+           (*ON_AGENT, InvalidState)),
+    Method("agent.kill", agent_kill, OW, (*PICK, P("signal", "string", "integer", "null")),
+           AGENT_OR_OUTCOMES, (*ON_AGENT, InvalidState)),
     Method("agent.report", agent_report, TOKEN, (
         P("token", "string", required=True), P("metrics", "object", "null"),
         P("error", "string", "null"), P("activity", "boolean")), EMPTY,
@@ -253,21 +276,26 @@ def _method(m: Method) -> dict[str, Any]:
         "summary": m.summary,
         "x-role": m.role.name.lower(),
         "paramStructure": "by-name",
-        "params": [
-            {"name": p.name, "required": p.required, "schema": {"type": list(p.types)}}
-            for p in m.params
-        ],
+        "params": [_param(p) for p in m.params],
         "result": {"name": _result_name(m.result), "schema": m.result},
         "errors": [_error_ref(e) for e in m.all_errors],
     }
 
 
+def _param(p: Param) -> dict[str, Any]:
+    found = {"name": p.name, "required": p.required, "schema": p.schema or {"type": list(p.types)}}
+    return {**found, "description": p.description} if p.description else found
+
+
 def _result_name(schema: Schema) -> str:
-    """session, sessions, agent…: what a generated client calls the result."""
+    """session, sessions, agent, agentOrOutcomes…: what a generated client calls the result."""
     if "$ref" in schema:
         return str(schema["$ref"]).rsplit("/", 1)[-1]
     if schema.get("type") == "array" and "$ref" in schema["items"]:
         return _result_name(schema["items"]) + "s"
+    if "anyOf" in schema:
+        first, *others = (_result_name(s) for s in schema["anyOf"])
+        return first + "".join("Or" + other[:1].upper() + other[1:] for other in others)
     return "result"
 
 

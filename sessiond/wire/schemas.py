@@ -134,6 +134,12 @@ SCHEMAS: dict[str, Schema] = {
                                   "uid": null_or(INT)})),
     }),
     "cleanup": obj({"stopped": null_or(ref("session")), "orphans_killed": INT}),
+    "error": obj({"code": INT, "message": STR,
+                  "data": obj({"name": STR, "message": STR, "hint": STR})},
+                 description="a JSON-RPC error object, as a call on a group gives it per agent"),
+    "outcome": {**obj({"name": STR}, {"agent": ref("agent"), "error": ref("error")},
+                      description="one agent's part in a call on a group: the agent, or why not"),
+                "oneOf": [{"required": ["agent"]}, {"required": ["error"]}]},
     "subscribed": obj({"topics": STRS}),
     "checkpointed": obj({"seq": INT}),
     "logs": obj({"agent": STR, "lines": STRS}),
@@ -154,3 +160,5 @@ SCHEMAS: dict[str, Schema] = {
 
 # Results, by what the method table says each method returns.
 SESSION, AGENT, AGENTS = ref("session"), ref("agent"), array(ref("agent"))
+# agent.start, .stop, .restart, .kill: one agent by `name`, or a group's outcomes in order
+AGENT_OR_OUTCOMES: Schema = {"anyOf": [AGENT, array(ref("outcome"))]}
