@@ -37,8 +37,8 @@ needs_zsh = pytest.mark.skipif(
     ZSH is None, reason="zsh is not installed (./dev test installs it when run as root)"
 )
 CONFIG = (
-    agent("scanner", SLEEPER)
-    + agent("backtester", SLEEPER)
+    agent("scanner", SLEEPER, labels=["scan"])
+    + agent("backtester", SLEEPER, labels=["slow", "scan"])
     + '[templates.backtest]\nagents = ["scanner", "backtester"]\n'
     + '[templates.unused]\nagents = ["scanner"]\n'
 )
@@ -192,25 +192,29 @@ def test_bash_names_from_the_daemon(
 ) -> None:
     sock, bash = live.socket, scripts["bash"]
     agents = ["scanner", "backtester"]
+    groups = [*agents, "all"]  # where a group will do
     assert bash_complete(bash, f"sessionc --socket {sock} start --template ", env) == [
         "backtest",
         "unused",
     ]
     assert bash_complete(bash, f"sessionc --socket={sock} start --template b", env) == ["backtest"]
     assert sorted(bash_complete(bash, f"sessionc --socket {sock} agent restart ", env)) == sorted(
-        agents
+        groups
     )
     assert bash_complete(bash, f"sessionc --socket {sock} agent kill sc", env) == ["scanner"]
+    assert bash_complete(bash, f"sessionc --socket {sock} agent kill a", env) == ["all"]
     assert sorted(bash_complete(bash, f"sessionc --socket {sock} logs ", env)) == sorted(agents)
     # --socket after the command, and an option with a value before the agent
     line = f"sessionc agent --socket {sock} --signal 9 stop "
-    assert sorted(bash_complete(bash, line, env)) == sorted(agents)
+    assert sorted(bash_complete(bash, line, env)) == sorted(groups)
+    line = f"sessionc --socket {sock} agent restart --label "
+    assert bash_complete(bash, line, env) == ["scan", "slow"]
     for line in ("show ", "stop ", "join n", "start --from ", "start --wait "):
         assert bash_complete(bash, f"sessionc --socket {sock} {line}", env) == ["nightly"], line
     # without --socket, $SESSIOND_SOCKET is asked (here: nowhere)
     assert bash_complete(bash, "sessionc agent restart ", env) == []
     found = bash_complete(bash, "sessionc agent restart ", {**env, "SESSIOND_SOCKET": str(sock)})
-    assert sorted(found) == sorted(agents)
+    assert sorted(found) == sorted(groups)
 
 
 def test_bash_offers_only_the_live_session_where_only_it_will_do(
@@ -250,7 +254,7 @@ def test_bash_asks_the_sessionc_being_completed(
     other.symlink_to(SESSIONC)
     bare = {**env, "PATH": "/usr/bin:/bin"}
     line = f"{other} --socket {live.socket} agent restart "
-    assert sorted(bash_complete(scripts["bash"], line, bare)) == ["backtester", "scanner"]
+    assert sorted(bash_complete(scripts["bash"], line, bare)) == ["all", "backtester", "scanner"]
     made = subprocess.run([str(other), "completion", "bash"], capture_output=True, text=True,
                           timeout=30, env=bare, check=True)  # fmt: skip
     assert made.stdout == scripts["bash"].read_text()  # the name it was run by is not in it
@@ -326,13 +330,15 @@ def test_helper_prints_names_and_nothing_without_a_daemon(
     assert sorted(live.sessionc("__complete", "agents").stdout.split()) == ["backtester", "scanner"]
     # Every configured template, also one no session was ever started from.
     assert live.sessionc("__complete", "templates").stdout.split() == ["backtest", "unused"]
+    assert live.sessionc("__complete", "agents-or-all").stdout.split()[0] == "all"
+    assert sorted(live.sessionc("__complete", "labels").stdout.split()) == ["scan", "slow"]
     assert live.sessionc("__complete", "sessions").stdout.split() == ["nightly"]
     assert live.sessionc("__complete", "live").stdout.split() == ["nightly"]
     live.call("session.stop")
     assert live.sessionc("__complete", "live").stdout == ""
     assert SESSIONC is not None
     nowhere = ["--socket", str(short_tmp / "none.sock")]
-    for kind in ("agents", "templates", "sessions", "live"):
+    for kind in ("agents", "agents-or-all", "labels", "templates", "sessions", "live"):
         command = [SESSIONC, *nowhere, "__complete", kind]
         done = subprocess.run(command, capture_output=True, text=True, timeout=30)
         assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
@@ -483,8 +489,11 @@ def test_zsh_names_from_the_daemon(
         "backtest",
         "unused",
     }
-    assert zsh_complete(zsh_setup, f"sessionc --socket={sock} agent restart ", env) == agents
-    assert zsh_complete(zsh_setup, f"sessionc agent --socket {sock} kill ", env) == agents
+    groups = {*agents, "all"}
+    assert zsh_complete(zsh_setup, f"sessionc --socket={sock} agent restart ", env) == groups
+    assert zsh_complete(zsh_setup, f"sessionc agent --socket {sock} kill ", env) == groups
+    line = f"sessionc --socket {sock} agent stop --label="
+    assert zsh_complete(zsh_setup, line, env) == {"scan", "slow"}
     assert zsh_complete(zsh_setup, f"sessionc --socket {sock} logs ", env) == agents
     assert zsh_complete(zsh_setup, f"sessionc --socket {sock} show ", env) == {"nightly"}
     assert zsh_complete(zsh_setup, f"sessionc --socket {sock} start --from ", env) == {"nightly"}
@@ -514,7 +523,7 @@ def test_zsh_from_fpath(
     assert zsh_complete(setup, "sessionc st", env) == {"status", "start", "stop"}
     assert zsh_complete(setup, "sessionc run --restart ", env) == {"on-failure", "always", "never"}
     found = zsh_complete(setup, f"sessionc --socket {live.socket} agent restart ", env)
-    assert found == {"scanner", "backtester"}
+    assert found == {"scanner", "backtester", "all"}
 
 
 @needs_zsh

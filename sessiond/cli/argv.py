@@ -222,6 +222,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, **listed, description=COMMANDS[name].help,
                            parents=[common], formatter_class=common.formatter_class,
                            allow_abbrev=False)  # fmt: skip
-        for flags, options in COMMANDS[name].args:
-            p.add_argument(*flags, **options)
+        one_of = p.add_mutually_exclusive_group(required=True) if COMMANDS[name].one_of else p
+        for spec in COMMANDS[name].args:
+            flags, options = spec
+            (one_of if spec in COMMANDS[name].one_of else p).add_argument(*flags, **options)
     return parser

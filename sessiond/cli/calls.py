@@ -15,6 +15,7 @@ import sys
 
 from sessiond.cli.client import Client, RemoteError
 from sessiond.cli.commands import COMMANDS, GLOBAL_OPTIONS
+from sessiond.cli.groups import group_params
 from sessiond.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, NoSession, SessiondError
 
 TYPE_CHECKING = False  # typing would cost every sessionc start milliseconds
@@ -78,7 +79,7 @@ def do_run(client: Client, args: argparse.Namespace) -> Any:
 
 
 def do_agent(client: Client, args: argparse.Namespace) -> Any:
-    params: dict[str, Any] = {"name": args.name}
+    params = group_params(args)  # NAME; or `all` or --label, a group (groups.py)
     if args.signal is not None:
         if args.action != "kill":
             raise UsageError(

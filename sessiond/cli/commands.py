@@ -156,12 +156,18 @@ def arg(*flags: str, **options: Any) -> ArgSpec:
 
 
 class Command:
-    """One row of the command table: the help `sessionc --help` lists, the argparse specs."""
+    """One row of the command table: the help `sessionc --help` lists, the argparse specs.
 
-    __slots__ = ("args", "help")
+    `one_of` are args of `args` of which exactly one must be given (argparse's required
+    mutually exclusive group): `agent restart NAME` or `agent restart --label L`.
+    """
 
-    def __init__(self, help: str, args: tuple[ArgSpec, ...] = ()) -> None:
-        self.help, self.args = help, args
+    __slots__ = ("args", "help", "one_of")
+
+    def __init__(
+        self, help: str, args: tuple[ArgSpec, ...] = (), one_of: tuple[ArgSpec, ...] = ()
+    ) -> None:
+        self.help, self.args, self.one_of = help, args, one_of
 
 
 NAME = arg("name", metavar="NAME", nargs="?")
@@ -169,6 +175,8 @@ DURATION = {"metavar": "D", "type": _argtype(parse_duration)}
 WAIT_TYPE = _argtype(_wait)
 INTERVAL_TYPE = _argtype(_interval)
 COUNT = {"metavar": "N", "type": _argtype(_count)}
+AGENT_OR_ALL = arg("name", metavar="NAME", nargs="?", help="the agent, or 'all' of them")
+LABEL = arg("--label", metavar="L", help="the agents with label L, instead of NAME")
 FOLLOW = arg("-f", "--follow", action="store_true", help="then print new ones until Ctrl-C")
 GLOBAL_OPTIONS = (
     arg("--socket", metavar="PATH", default=None,
@@ -213,10 +221,10 @@ COMMANDS: dict[str, Command] = {
         arg("--needs-network", action="store_true", help="pause it while the network is down"),
         arg("cmdline", metavar="CMD [ARG...]", nargs="+", help="after '--'"))),
     "agents": Command("list the session's agents"),
-    "agent": Command("start, stop, restart or kill one agent", (
-        arg("action", choices=["start", "stop", "restart", "kill"]),
-        arg("name", metavar="NAME"),
-        arg("--signal", metavar="S", help="for kill: TERM, SIGKILL, 9… (default TERM)"))),
+    "agent": Command("start, stop, restart or kill agents: one, all, or those with a label", (
+        arg("action", choices=["start", "stop", "restart", "kill"]), AGENT_OR_ALL, LABEL,
+        arg("--signal", metavar="S", help="for kill: TERM, SIGKILL, 9… (default TERM)")),
+        one_of=(AGENT_OR_ALL, LABEL)),
     "logs": Command("show an agent's output (every agent's without AGENT)", (
         arg("agent", metavar="AGENT", nargs="?"),
         arg("-n", dest="lines", help="the last N lines", **COUNT), FOLLOW)),
@@ -239,5 +247,6 @@ COMMANDS: dict[str, Command] = {
     "completion": Command("print a shell script that completes sessionc's words, to source",
                           (arg("shell", choices=["bash", "zsh"]),)),
     "__complete": Command("",  # no help: hidden; for the completion scripts
-                          (arg("kind", choices=["templates", "agents", "sessions", "live"]),)),
+                          (arg("kind", choices=["templates", "agents", "agents-or-all",
+                                                "labels", "sessions", "live"]),)),
 }  # fmt: skip

@@ -5,7 +5,7 @@ commands.COMMANDS and commands.GLOBAL_OPTIONS, so a command or an option added t
 completes without a change here. `params()` reads one command's argparse specs
 into `Param`s: its flags, whether it takes a value, its choices, and what
 completes that value (a `Source`). What the table cannot say (that `--template`
-names a template, that `agent ACTION NAME` names an agent) is said once, in
+names a template, that `agent ACTION NAME` names an agent or `all`) is said once, in
 SOURCES. From the params, `bash_script()` writes tables (bash associative
 arrays) read by one generic function, and `zsh_script()` writes one
 `_arguments` call per command, which gives zsh users each option's help too;
@@ -54,14 +54,18 @@ class Source(enum.Enum):
     COMMAND_LINE = "commands"  # a command, then its arguments (files)
     TEMPLATES = "templates"  # from the daemon, like the three below
     AGENTS = "agents"
+    AGENT_OR_ALL = "agents-or-all"  # `agent ACTION all` acts on every agent
+    LABELS = "labels"  # the live session's agents'
     SESSIONS = "sessions"
     LIVE = "live"  # the live session's name
 
 
-ASKED = (Source.TEMPLATES, Source.AGENTS, Source.SESSIONS, Source.LIVE)
+ASKED = (Source.TEMPLATES, Source.AGENTS, Source.AGENT_OR_ALL, Source.LABELS, Source.SESSIONS,
+         Source.LIVE)  # fmt: skip
 # What zsh shows above the names asked for
-ASKED_WHAT = {Source.TEMPLATES: "template", Source.AGENTS: "agent", Source.SESSIONS: "session",
-              Source.LIVE: "live session"}  # fmt: skip
+ASKED_WHAT = {Source.TEMPLATES: "template", Source.AGENTS: "agent",
+              Source.AGENT_OR_ALL: "agent, or all", Source.LABELS: "label",
+              Source.SESSIONS: "session", Source.LIVE: "live session"}  # fmt: skip
 # (command, dest) → Source; command "*" for a global option. A positional `name`
 # of any other command names the live session (sessionc(1): "Where a command takes
 # [NAME], it acts on the live session").
@@ -73,7 +77,8 @@ SOURCES = {
     ("health", "name"): Source.SESSIONS,
     ("show", "name"): Source.SESSIONS,
     ("export", "name"): Source.SESSIONS,
-    ("agent", "name"): Source.AGENTS,
+    ("agent", "name"): Source.AGENT_OR_ALL,
+    ("agent", "label"): Source.LABELS,
     ("logs", "agent"): Source.AGENTS,
     ("run", "cmdline"): Source.COMMAND_LINE,
     ("export", "output"): Source.FILES,
@@ -125,8 +130,15 @@ def _unique(items: Any, key: str) -> list[str]:
     return list(dict.fromkeys(name for name in found if isinstance(name, str) and name))
 
 
+def _labels(agents: Any) -> list[str]:
+    """The distinct labels of `agents`, in order; an odd reply raises, and names() offers none."""
+    return list(dict.fromkeys(str(label) for agent in agents for label in agent["labels"]))
+
+
 ASK: dict[str, Callable[[Client], list[str]]] = {
     Source.AGENTS.value: lambda client: _unique(client.call("agent.list"), "name"),
+    Source.AGENT_OR_ALL.value: lambda client: ["all", *_unique(client.call("agent.list"), "name")],
+    Source.LABELS.value: lambda client: _labels(client.call("agent.list")),
     Source.SESSIONS.value: lambda client: _unique(
         client.call("session.history", {"limit": HISTORY_LIMIT}), "name"
     ),

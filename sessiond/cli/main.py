@@ -61,6 +61,7 @@ from sessiond.cli.calls import (
 from sessiond.cli.client import Client
 from sessiond.cli.colour import DIM, RED, enabled
 from sessiond.cli.commands import COMMANDS, GLOBAL_OPTIONS, RESERVED_SET_KEYS, SESSION_SET_KEYS
+from sessiond.cli.groups import group_status, per_agent
 from sessiond.cli.show import (
     agent_lines,
     coloured,
@@ -328,7 +329,7 @@ ACTIONS: dict[str, Action] = {  # in the order of COMMANDS, one for each
     "agents": Action(
         rpc("agent.list"), lambda r, a: echo(agent_lines(r, colour(a)) if r else ["no agents"])
     ),
-    "agent": Action(do_agent, show_agent),
+    "agent": Action(do_agent, per_agent(show_agent), group_status),
     "logs": Action(do_logs, show_logs),
     "events": Action(do_events, lambda r, a: echo(event_lines(r))),
     "history": Action(rpc("session.history", "limit"), lines_of(history_lines)),
