@@ -76,6 +76,7 @@ class EtcdLock:
         self._entries: tuple[Entry, ...] = ()
         self._revision = 0  # of the last read: the watch goes on from there
         self._forgetting: set[bytes] = set()  # our keys being deleted
+        self._deletes: set[asyncio.Task[None]] = set()  # and the tasks deleting them
         self._changed = asyncio.Event()
         self._tickets = itertools.count(1)
         self._held: tuple[str, bytes, int] | None = None  # (session id, its key, fence)
@@ -195,6 +196,11 @@ class EtcdLock:
     async def close(self) -> None:
         """The daemon stops: with nothing held, revoke the lease (our keys in line go with
         it); a held lock stays, for a daemon restarted within lease_ttl (SPEC §10)."""
+        # A delete retrying while etcd is away sleeps on the clock, which stops with the
+        # daemon: cancelled here, or the daemon's TaskGroup would wait for it for good.
+        # The revoke below takes those keys with the lease.
+        for task in list(self._deletes):
+            task.cancel()
         if self._held is None and self.lease.id is not None:
             await self.lease.revoke()
         if self.task is not None:
@@ -316,7 +322,9 @@ class EtcdLock:
                 self._forgetting.discard(key)
 
         self._forgetting.add(key)
-        self._spawn(delete())
+        task = self._spawn(delete())
+        self._deletes.add(task)
+        task.add_done_callback(self._deletes.discard)
 
     # -- the lease's news ------------------------------------------------------
 
