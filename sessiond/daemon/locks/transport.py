@@ -15,6 +15,7 @@ the whole list); without `ca_file`, the system's CA certificates are used.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,9 @@ async def connect(settings: ClusterSettings) -> Etcd:
             chain = Path(settings.cert_file).read_bytes()
             key = Path(settings.key_file).read_bytes()
         server_name = settings.addresses()[0].rpartition(":")[0]
+    # The lease says once that etcd is unreachable (and again when it is back); the
+    # client's watch would say so every few seconds for as long as it lasts.
+    logging.getLogger("etcd3aio").setLevel(logging.ERROR)
     # Retries are the lease's and the lock's to decide: one attempt per call here.
     client = Etcd3Client(addresses, rpc_max_attempts=1, tls_server_name=server_name,
                          ca_cert=ca, cert_chain=chain, cert_key=key)  # fmt: skip
