@@ -253,9 +253,7 @@ def table(res: dict) -> list[tuple]:
 
 
 def report(res: dict) -> None:
-    for key, value in res["machine"].items():
-        print(f"{key:<9} {value}")
-    print(f"mode      {'quick' if res['quick'] else 'full'}, {res['n']} agents\n")
+    bench.print_head(res)
     bench.print_table(table(res))
 
 

@@ -349,10 +349,19 @@ def print_table(rows: list[tuple], head: tuple = ("measure", "value", "target", 
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-def report(res: dict) -> None:
+def print_head(res: dict, *more: str) -> None:
+    """The machine, the mode (and how many agents, if the run says), `more` lines, a blank."""
     for key, value in res["machine"].items():
         print(f"{key:<9} {value}")
-    print(f"mode      {'quick' if res['quick'] else 'full'}\n")
+    agents = f", {res['n']} agents" if "n" in res else ""
+    print(f"mode      {'quick' if res['quick'] else 'full'}{agents}")
+    for line in more:
+        print(line)
+    print()
+
+
+def report(res: dict) -> None:
+    print_head(res)
     print_table(table(res))
     print("\nsessionc imports (-X importtime -m sessiond.cli), top 10 by cumulative time")
     print("(sessiond.cli.__main__ runs as __main__; sessiond.cli.main is listed):")

@@ -189,10 +189,8 @@ def table(res: dict) -> list[tuple]:
 
 
 def report(res: dict) -> None:
-    for key, value in res["machine"].items():
-        print(f"{key:<9} {value}")
-    print(f"mode      {'quick' if res['quick'] else 'full'}, {res['n']} agents")
-    print(f"load      {res['load']} (1-min load average, before and after: others' work skews)\n")
+    bench.print_head(res, f"load      {res['load']} (1-min load average, before and after: "
+                     "others' work skews)")  # fmt: skip
     bench.print_table(table(res))
 
 

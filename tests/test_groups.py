@@ -13,7 +13,7 @@ import re
 import time
 
 import pytest
-from test_agents import SLEEPER, agent, agents_of
+from test_agents import SLEEPER, agent, agents_of, ignores_sigterm
 
 from harness import connect_as, read_line, wait_for
 from sessiond.cli.client import RemoteError
@@ -118,7 +118,9 @@ def test_a_group_stops_its_agents_at_once(make_daemon):
     slow = "".join(agent(f"s{i}", STUBBORN, stop_timeout="1s") for i in range(3))
     daemon = make_daemon(slow + '[templates.t]\nagents = ["s0", "s1", "s2"]\n')
     daemon.call("session.start", name="s", template="t")
-    time.sleep(0.5)  # for each to have set SIG_IGN: then a stop takes all of stop_timeout
+    # Each has set SIG_IGN: then a stop takes all of stop_timeout.
+    wait_for(lambda: all(ignores_sigterm(p) for p in pids(daemon).values() if p),
+             what="every agent ignoring SIGTERM")  # fmt: skip
     began = time.monotonic()
     assert len(daemon.call("agent.stop", names="all")) == 3
     assert time.monotonic() - began < 2.5  # one stop_timeout, not three

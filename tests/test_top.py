@@ -173,7 +173,9 @@ def test_a_kill_9_of_an_agent_shows_its_restart(make_daemon, pane):
     shown = watching(daemon, pane)
     old = pid_of(daemon, "a")
     shown.wait(row_of("a", PID=str(old), RESTARTS="0"), what="a's pid")
-    time.sleep(0.3)  # past min_uptime (0.2s): restarted at once, not after a backoff
+    # Past min_uptime (0.2s): restarted at once, not after a backoff.
+    wait_for(lambda: next(a["uptime"] for a in daemon.call("agent.list") if a["name"] == "a")
+             > 0.3, what="a past min_uptime")  # fmt: skip
     os.kill(old, 9)
     row = shown.wait(lambda s: (r := row_of("a", STATE="running", RESTARTS="1")(s))
                      and r["PID"] not in ("-", str(old)) and r, what="a restarted")  # fmt: skip

@@ -152,10 +152,10 @@ _BY_STATE = {
 _REMOTE = {"starting": "healthy", "active": "healthy"}  # else the state is the status
 
 
-def remote_health(facts: dict[str, Any], host: str) -> dict[str, Any]:
+def remote_health(facts: dict[str, Any]) -> dict[str, Any]:
     """The health of the cluster's live session where it does not run: what its host
     published (its state), and where to ask for more (SPEC §10)."""
-    name, state = facts.get("name", ""), str(facts.get("state", ""))
+    name, state, host = facts.get("name", ""), str(facts.get("state", "")), facts.get("host")
     status = _REMOTE.get(state, state)
     return _result(
         status, f"Session {name} is {state} on host {host}.",

@@ -172,15 +172,16 @@ class App:
             return None
         return found
 
-    def _remote(self) -> Wire | None:
-        found = self.remote()
+    def _remote(self, name: str | None = None) -> Wire | None:
+        """The remote session's wire form: no agent of it runs here."""
+        found = self.remote(name)
         return {**found, "agents": []} if found is not None else None
 
     def health(self, name: str | None) -> Wire:
         """The live session's health, or a past one's; an unknown name is `not_found`."""
         live = self._sessions.live
         if live is None and (remote := self.remote(name)) is not None:
-            return remote_health(remote, remote["host"])
+            return remote_health(remote)
         now = self._clock.wall()
         if name is None or (live and name in (live.name, live.id)):
             return health(live, name, now, live.error_count(now) if live else 0)
@@ -191,8 +192,8 @@ class App:
         return health(found, name, now)
 
     def get(self, name: str) -> Wire:
-        if (remote := self.remote(name)) is not None:
-            return {**remote, "agents": []}
+        if (remote := self._remote(name)) is not None:
+            return remote
         return self._sessions.wire(self._sessions.find(name))
 
     def export(self, peer: Peer, admin: bool, name: str) -> Wire:

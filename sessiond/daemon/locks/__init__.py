@@ -61,7 +61,7 @@ class LockService(Protocol):
         """A new claim, not yet in line."""
         ...
 
-    async def acquire(self, holder: str, claim: Claim, wait: float | bool | None) -> int:
+    async def acquire(self, holder: str, claim: Claim, wait: float | bool) -> int:
         """Take the lock for session `holder` and return its fence; with `wait` False,
         raise Busy unless it is free now, else wait in line (`wait` seconds, True: no
         limit; TimeoutError). A start that does not wait overtakes no one in line."""

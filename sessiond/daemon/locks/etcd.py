@@ -75,8 +75,7 @@ class EtcdLock:
         self.lease = Lease(settings.lease_ttl, clock, self._lost, self._reach)
         self._entries: tuple[Entry, ...] = ()
         self._revision = 0  # of the last read: the watch goes on from there
-        self._forgetting: set[bytes] = set()  # our keys being deleted
-        self._deletes: set[asyncio.Task[None]] = set()  # and the tasks deleting them
+        self._deleting: dict[bytes, asyncio.Task[None]] = {}  # our keys, and who deletes them
         self._changed = asyncio.Event()
         self._tickets = itertools.count(1)
         self._held: tuple[str, bytes, int] | None = None  # (session id, its key, fence)
@@ -101,7 +100,7 @@ class EtcdLock:
     def _head(self, entries: tuple[Entry, ...]) -> Entry | None:
         """The holder, or the first in line: our own keys being deleted are dead already
         (a session that ended here must not hold up the next start here)."""
-        return next((e for e in entries if e.key not in self._forgetting), None)
+        return next((e for e in entries if e.key not in self._deleting), None)
 
     def remote(self) -> dict[str, Any] | None:
         """The cluster's live session when it runs on another host: its facts and fence."""
@@ -112,7 +111,7 @@ class EtcdLock:
 
     def waiting(self) -> list[Claim]:
         # The first key holds the lock, published or not yet: the line is behind it.
-        line = [e for e in self._entries if e.key not in self._forgetting][1:]
+        line = [e for e in self._entries if e.key not in self._deleting][1:]
         return [Claim(e.revision, e.value.get("name", ""), e.value.get("user", ""),
                       e.value.get("uid", -1), e.value.get("host")) for e in line]  # fmt: skip
 
@@ -121,9 +120,9 @@ class EtcdLock:
 
     # -- taking and giving back ------------------------------------------------
 
-    async def acquire(self, holder: str, claim: Claim, wait: float | bool | None) -> int:
+    async def acquire(self, holder: str, claim: Claim, wait: float | bool) -> int:
         """Put the claim's key; hold once it is first (the fence), or fail (Busy) when
-        it is not and `wait` is False. `wait`: seconds, None for no limit."""
+        it is not and `wait` is False. `wait`: seconds in line, True for no limit."""
         lease = await self._lease_now()
         key = self._prefix + f"{lease:x}-{claim.ticket}".encode()
         value = {"name": claim.name, "user": claim.user, "uid": claim.uid, "host": self.host,
@@ -199,7 +198,7 @@ class EtcdLock:
         # A delete retrying while etcd is away sleeps on the clock, which stops with the
         # daemon: cancelled here, or the daemon's TaskGroup would wait for it for good.
         # The revoke below takes those keys with the lease.
-        for task in list(self._deletes):
+        for task in list(self._deleting.values()):
             task.cancel()
         if self._held is None and self.lease.id is not None:
             await self.lease.revoke()
@@ -310,21 +309,16 @@ class EtcdLock:
         is: a key left in line would hold everyone behind it for as long as we live."""
 
         async def delete() -> None:
-            try:
-                while self.lease.id == lease and not self.lease.lost:
-                    try:
-                        await self.lease.etcd.kv.delete(key, timeout=self.lease.timeout)
-                        return
-                    except FAILURES as exc:
-                        log.debug("etcd: %r not deleted yet: %r", key, exc)
-                    await self._clock.sleep(self.lease.ttl / 12)
-            finally:
-                self._forgetting.discard(key)
+            while self.lease.id == lease and not self.lease.lost:
+                try:
+                    await self.lease.etcd.kv.delete(key, timeout=self.lease.timeout)
+                    return
+                except FAILURES as exc:
+                    log.debug("etcd: %r not deleted yet: %r", key, exc)
+                await self._clock.sleep(self.lease.ttl / 12)
 
-        self._forgetting.add(key)
-        task = self._spawn(delete())
-        self._deletes.add(task)
-        task.add_done_callback(self._deletes.discard)
+        task = self._deleting[key] = self._spawn(delete())
+        task.add_done_callback(lambda _: self._deleting.pop(key, None))
 
     # -- the lease's news ------------------------------------------------------
 

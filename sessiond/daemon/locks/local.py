@@ -44,7 +44,7 @@ class LocalLock:
     def claim(self, name: str, user: str, uid: int) -> Claim:
         return Claim(next(self._tickets), name, user, uid)
 
-    async def acquire(self, holder: str, claim: Claim, wait: float | bool | None) -> int:
+    async def acquire(self, holder: str, claim: Claim, wait: float | bool) -> int:
         # No await between the check and the take when the lock is free: twenty racing
         # starts give exactly one winner.
         if self.state.free_for(None):
