@@ -185,16 +185,16 @@ class Daemon:
     def publish(self, event: dict[str, Any]) -> None:
         logger.log(log.priority(event), "%s", event["message"])
         if self.server is not None:
-            self.server.broadcast("events", "event", event)
+            self.server.broadcast(("events",), "event", event)
 
-    def publish_lines(self, agent: str, session: str, lines: list[str]) -> None:
+    def publish_lines(self, session: str, entries: list[dict[str, Any]],
+                      topics: tuple[str, ...]) -> None:  # fmt: skip
         if self.server is not None:
-            for line in lines:
-                params = {"agent": agent, "session": session, "line": line}
-                self.server.broadcast(f"logs:{agent}", "log", params)
+            for entry in entries:
+                self.server.broadcast(topics, "log", {**entry, "session": session})
 
-    def wants(self, topic: str) -> bool:
-        return self.server is not None and self.server.wants(topic)
+    def wants(self, *topics: str) -> bool:
+        return self.server is not None and self.server.wants(*topics)
 
     # -- socket --------------------------------------------------------------
 

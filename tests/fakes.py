@@ -70,8 +70,8 @@ class FakeProcesses:
 
     # -- the methods of daemon/processes.Processes ---------------------------
 
-    def spawn(self, agent: Any, out: int) -> int:
-        pid = next(self._pids)  # `out` is the supervisor's to close
+    def spawn(self, agent: Any, out: int, err: int) -> int:
+        pid = next(self._pids)  # `out` and `err` are the supervisor's to close
         self.spawns.append((agent.spec.name, pid))
         self.live.add(pid)
         return pid
@@ -122,15 +122,17 @@ class RecordingOutlet:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
-        self.lines: list[tuple[str, str, list[str]]] = []
+        self.lines: list[tuple[str, list[dict[str, Any]], tuple[str, ...]]] = []
 
     def publish(self, event: dict[str, Any]) -> None:
         self.events.append(event)
 
-    def publish_lines(self, agent: str, session: str, lines: list[str]) -> None:
-        self.lines.append((agent, session, lines))
+    def publish_lines(
+        self, session: str, entries: list[dict[str, Any]], topics: tuple[str, ...]
+    ) -> None:
+        self.lines.append((session, entries, topics))
 
-    def wants(self, topic: str) -> bool:
+    def wants(self, *topics: str) -> bool:
         return False
 
     def kinds(self, prefix: str = "") -> list[str]:

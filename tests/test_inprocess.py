@@ -100,6 +100,12 @@ def agent(name: str = "a", **given: Any) -> AgentSpec:
     return AgentSpec(name, command=("/bin/true",), **given)
 
 
+def _devnull(_agent: object) -> tuple[int, int]:
+    """Where a fake run's stdout and stderr go."""
+    flags = os.O_WRONLY | os.O_CLOEXEC
+    return os.open(os.devnull, flags), os.open(os.devnull, flags)
+
+
 @contextlib.asynccontextmanager
 async def shell(tmp_path: Path, cfg: Config, wall: float = WALL) -> AsyncIterator[Shell]:
     """The shell as main.py wires it, with the fakes at its edges."""
@@ -112,10 +118,10 @@ async def shell(tmp_path: Path, cfg: Config, wall: float = WALL) -> AsyncIterato
             crew = Crew(tmp_path / "state", str(tmp_path / "sessiond.sock"))
             journal = Journal(store, outlet, clock)
             fleet = Fleet(journal, crew, procs, clock, (1 << 20, 3))  # type: ignore[arg-type]
-            # Fleet.open hands each agent run a pipe to the log keeper, a process of its own
+            # Fleet.open hands each agent run pipes to the log keeper, a process of its own
             # (logs.KeeperLink) and not under test here: the fake runs write to /dev/null.
-            # The supervisor closes the fd it is given; there is no pipe for close to drop.
-            fleet.open = lambda agent: os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)  # type: ignore[method-assign]
+            # The supervisor closes the fds it is given; there is no pipe for close to drop.
+            fleet.open = _devnull  # type: ignore[method-assign]
             fleet.close = lambda agent: None  # type: ignore[method-assign]
             spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]] = tg.create_task
             sessions = Sessions(cfg, journal, fleet, LocalLock("here", journal.next_fence), spawn,

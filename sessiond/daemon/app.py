@@ -318,23 +318,38 @@ class App:
         """Store an agent's checkpoint; its sequence number."""
         return self._fleet.checkpoint(self._fleet.by_token(token, self._sessions.live), data)
 
-    def logs(self, agent: str, lines: int) -> Wire:
-        found = self._fleet.find(self._live(), agent)
-        return {"agent": found.name, "lines": logs.tail(found.log_path, lines)}
+    def logs(self, agent: str | None, names: list[str] | str | None, label: str | None,
+             lines: int, since: float | None) -> Wire:  # fmt: skip
+        """The last lines of one agent, or of a group (every agent: names None), merged in
+        time order; with `since`, only those that came then or later."""
+        live = self._live()
+        if agent is None and names is None and label is None:
+            found = list(self._fleet.crew.agents(live.id))  # none yet is no error here
+        else:
+            group = [agent] if agent is not None else self._group(names, label)
+            found = [self._fleet.find(live, name) for name in group]
+        stamp = None if since is None else logs.stamp(since)
+        entries = logs.merged({a.name: a.log_path for a in found}, lines, stamp)
+        result: Wire = {"lines": [e["line"] for e in entries], "entries": entries}
+        return {"agent": found[0].name, **result} if agent is not None else result
 
-    def log_sources(self, peer: Peer, admin: bool, agents: list[str]) -> list[Agent]:
-        """The live session's agents of these names, if the caller may read their logs."""
-        found = []
-        for name in agents:
-            live = self._sessions.resolve(None)
-            role = role_of(peer, live.owner.uid, live.participant_uids(), admin)
-            if role < Role.PARTICIPANT:
-                raise PermissionDenied(
-                    f"{peer.user} may not follow the logs of session {live.name}",
-                    f"join the session first with 'sessionc join {live.name}'",
-                )
-            found.append(self._fleet.find(live, name))
-        return found
+    def log_sources(
+        self, peer: Peer, admin: bool, names: list[str], whole: bool
+    ) -> tuple[str, list[Agent]]:
+        """The live session's id, and its agents of these names (or all of them), if the
+        caller may read their logs."""
+        if not names and not whole:
+            return "", []
+        live = self._sessions.resolve(None)
+        role = role_of(peer, live.owner.uid, live.participant_uids(), admin)
+        if role < Role.PARTICIPANT:
+            raise PermissionDenied(
+                f"{peer.user} may not follow the logs of session {live.name}",
+                f"join the session first with 'sessionc join {live.name}'",
+            )
+        if whole:
+            return live.id, list(self._fleet.crew.agents(live.id))
+        return live.id, [self._fleet.find(live, name) for name in names]
 
     def follow_logs(self, agents: list[Agent]) -> None:
         """Send these agents' lines from now on to whoever subscribed to them."""

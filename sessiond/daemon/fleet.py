@@ -95,21 +95,25 @@ class Fleet:
     def _lines(self, key: str, lines: list[str]) -> None:
         session_id, name = key.split("/", 1)
         if (live := self.ports.live_name(session_id)) is not None:
-            self.journal.outlet.publish_lines(name, live, lines)
+            entries = logs.entries(name, lines, self.clock.wall())
+            self.journal.outlet.publish_lines(live, entries, logs.topics(session_id, name))
 
     def _wanted(self, key: str) -> bool:
         session_id, name = key.split("/", 1)
         live = self.ports.live_name(session_id)
-        return live is not None and self.journal.outlet.wants(f"logs:{name}")
+        return live is not None and self.journal.outlet.wants(*logs.topics(session_id, name))
 
     def follow_logs(self, agent: Agent) -> None:
-        """A logs:AGENT subscriber arrived: send it lines from now on."""
+        """A subscriber to its lines arrived: send them from now on."""
         self.logs.follow(_log_key(agent), agent.log_path)
 
-    # -- Output: each run of an agent writes into a pipe to the log keeper ------
+    # -- Output: each run of an agent writes into pipes to the log keeper -------
 
-    def open(self, agent: Agent) -> int:
-        return self.keeper.pipe(_log_key(agent), agent.log_path)
+    def open(self, agent: Agent) -> tuple[int, int]:
+        ends = self.keeper.pipes(_log_key(agent), agent.log_path)
+        if self.journal.outlet.wants(logs.topics(agent.session_id, agent.name)[1]):
+            self.follow_logs(agent)  # an agent added to a session whose logs are followed
+        return ends
 
     def close(self, agent: Agent) -> None:
         self.keeper.release(_log_key(agent))

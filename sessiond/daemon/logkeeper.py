@@ -1,9 +1,10 @@
 """The log keeper: a small process that writes every agent's output to its files.
 
 Why a process of its own (issue 9): an agent that writes flat out (`yes`)
-must cost the daemon nothing. An agent's stdout and stderr are the write end
-of a pipe; the keeper holds the read end, writes what comes to
-STATE/logs/SESSION/AGENT.log and rotates by renaming, never by copying: the
+must cost the daemon nothing. An agent's stdout and its stderr are the write
+ends of two pipes; the keeper holds the read ends, writes what comes to
+STATE/logs/SESSION/AGENT.log, each line stamped with when it came and from
+which stream (`LINE_FORMAT`), and rotates by renaming, never by copying: the
 file is rotated before a write would take it past `max_bytes`, so an agent's
 logs never take more than max_bytes * files on disk, and a rotation costs
 three renames whatever the size. An agent that writes faster than the disk
@@ -33,6 +34,7 @@ import selectors
 import socket
 import struct
 import sys
+import time
 from dataclasses import dataclass, field
 
 SOCKET_NAME = "logkeeper.sock"
@@ -40,6 +42,17 @@ PACKET_MAX = 65536
 READ_CHUNK = 65536  # per pipe and turn: a flood cannot starve the other agents
 RESERVE_MAX = 64 << 20  # logs leave this much free (or a tenth of a small filesystem)
 CHECK_EVERY = 1 << 20  # bytes written between two looks at the free space
+LINE_MAX = 65536  # a longer line is written in pieces of this size: a pipe holds no more
+LINE_FORMAT = "TIME STREAM TEXT"  # TIME: RFC 3339 UTC, milliseconds, when the keeper read it
+STAMP_SIZE = len("2026-12-02T22:19:13.123Z")
+STREAMS = ("out", "err")  # stdout, stderr
+
+
+def stamp(now: float) -> str:
+    """The time of a line as its log shows it: RFC 3339 UTC to the millisecond."""
+    seconds = int(now)
+    millis = int((now - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 @dataclass
@@ -122,12 +135,42 @@ class LogFile:
 
 
 @dataclass
+class Pipe:
+    """One stream of one agent run: its lines, stamped, to the agent's log."""
+
+    key: str
+    log: LogFile
+    stream: str
+    partial: bytes = b""  # the start of a line whose end has not come yet
+
+    def take(self, data: bytes) -> None:
+        """Write the complete lines of what came; keep the start of the next."""
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) >= LINE_MAX:  # too long to wait for its end
+            lines.append(self.partial)
+            self.partial = b""
+        self._write(lines)
+
+    def end(self) -> None:
+        """The pipe reached its end: a last line without its newline is a line too."""
+        if self.partial:
+            self._write([self.partial])
+            self.partial = b""
+
+    def _write(self, lines: list[bytes]) -> None:
+        if lines:
+            prefix = f"{stamp(time.time())} {self.stream} ".encode()
+            self.log.write(prefix + (b"\n" + prefix).join(lines) + b"\n")
+
+
+@dataclass
 class Keeper:
     listener: socket.socket
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     daemon: socket.socket | None = None
     logs: dict[str, LogFile] = field(default_factory=dict)  # by key SESSION/AGENT
-    pipes: dict[int, tuple[str, LogFile]] = field(default_factory=dict)  # read fd -> key, log
+    pipes: dict[int, Pipe] = field(default_factory=dict)  # by read fd
 
     def run(self) -> None:
         self._accept(self.listener)  # the daemon that started us connected before it did
@@ -184,6 +227,11 @@ class Keeper:
 
     def _keep(self, message: dict[str, object], fd: int) -> None:
         key, path = str(message["key"]), str(message["path"])
+        stream = str(message.get("stream"))
+        if stream not in STREAMS:
+            say(3, f"unable to keep the log of {key}: unknown stream {stream!r}")
+            os.close(fd)
+            return
         log = self.logs.get(key)
         if log is None or log.path != path:
             log = LogFile(path, int(str(message["max_bytes"])), int(str(message["files"])))
@@ -194,32 +242,33 @@ class Keeper:
             self.logs[key] = log
         log.pipes += 1
         os.set_blocking(fd, False)
-        self.pipes[fd] = (key, log)
+        self.pipes[fd] = Pipe(key, log, stream)
         self.selector.register(fd, selectors.EVENT_READ, self._drain)
 
     def _give(self, conn: socket.socket) -> None:
         """Hand a (new) daemon every pipe kept, so that it holds their read ends too."""
-        for fd, (key, log) in self.pipes.items():
-            packet = json.dumps({"op": "kept", "key": key, "path": log.path}).encode()
-            socket.send_fds(conn, [packet], [fd])
+        for fd, pipe in self.pipes.items():
+            kept = {"op": "kept", "key": pipe.key, "path": pipe.log.path, "stream": pipe.stream}
+            socket.send_fds(conn, [json.dumps(kept).encode()], [fd])
         conn.send(json.dumps({"op": "end", "pid": os.getpid()}).encode())
 
     def _drain(self, fd: int) -> None:
-        key, log = self.pipes[fd]
+        pipe = self.pipes[fd]
         try:
             data = os.read(fd, READ_CHUNK)
         except BlockingIOError:
             return
         if data:
-            log.write(data)
+            pipe.take(data)
             return
+        pipe.end()
         self.selector.unregister(fd)
         os.close(fd)
         del self.pipes[fd]
-        log.pipes -= 1
-        if log.pipes == 0:
-            log.close()
-            del self.logs[key]
+        pipe.log.pipes -= 1
+        if pipe.log.pipes == 0:
+            pipe.log.close()
+            del self.logs[pipe.key]
 
 
 def say(priority: int, text: str) -> None:

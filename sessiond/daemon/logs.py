@@ -3,13 +3,14 @@
 The log keeper (logkeeper.py, a process of its own) writes and rotates every
 agent's log; the daemon does no file I/O of a size an agent chooses. Here:
 
-  * `KeeperLink` gives each agent run a pipe: the write end becomes the
-    agent's stdout and stderr, the read end goes to the keeper, and a
-    duplicate of it stays here, so that the agent never gets EPIPE while
+  * `KeeperLink` gives each agent run two pipes: their write ends become the
+    agent's stdout and stderr, the read ends go to the keeper, and
+    duplicates of them stay here, so that the agent never gets EPIPE while
     either process is alive. A keeper that dies is started again and handed
     the pipes again; a daemon that restarts asks the running keeper for them.
   * `tail()` reads the last lines of a log and its rotated copies, at most
-    TAIL_MAX_BYTES of them.
+    TAIL_MAX_BYTES of them; `entry()` reads the time and stream the keeper
+    stamped on a line, and `merged()` puts several agents' lines in time order.
   * `Followers` (follow.py, named here too) send new lines to `logs:AGENT`
     subscribers: paced, bounded inotify followers.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -26,13 +28,16 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sessiond.daemon.clock import Clock, Timer
 from sessiond.daemon.follow import Followers
-from sessiond.daemon.logkeeper import PACKET_MAX, SOCKET_NAME
+from sessiond.daemon.logkeeper import PACKET_MAX, SOCKET_NAME, STAMP_SIZE, STREAMS, stamp
 
-__all__ = ["Followers", "KeeperLink", "tail"]  # Followers too: the Team finds both here
+# Followers and stamp too: the fleet finds all it needs of logs here
+__all__ = ["Followers", "KeeperLink", "entries", "entry", "merged", "stamp", "tail", "topics"]
 
 log = logging.getLogger("sessiond.daemon.logs")
 
@@ -42,10 +47,58 @@ KEEPER_TIMEOUT = 5.0  # seconds the daemon waits on the keeper's socket, at most
 KEEPER_RETRY = 1.0  # seconds between two tries to start a keeper that could not start
 
 
-def tail(path: Path, count: int, rotated: int = 3) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A read end the daemon holds of one stream of an agent run."""
+
+    fd: int
+    path: str
+    stream: str
+
+
+def entry(agent: str, text: str, unknown: str | None = None) -> dict[str, Any]:
+    """A line of a log as the wire shows it, {time, agent, stream, line}, from its stamp.
+    A line with no stamp (a log of sessiond 0.5 or older, a note of the daemon's) is
+    `out`, at time `unknown`."""
+    head = STAMP_SIZE + 5  # the stamp, a space, the stream, a space
+    stream, after = text[STAMP_SIZE + 1 : head - 1], text[head - 1 : head]
+    if stream in STREAMS and text[STAMP_SIZE - 1 : STAMP_SIZE + 1] == "Z " and after == " ":
+        return {"time": text[:STAMP_SIZE], "agent": agent, "stream": stream, "line": text[head:]}
+    return {"time": unknown, "agent": agent, "stream": "out", "line": text}
+
+
+def entries(agent: str, lines: list[str], now: float) -> list[dict[str, Any]]:
+    """Lines of a log as entries; one unstamped (a follower's note) came `now`."""
+    at = stamp(now)
+    return [entry(agent, line, at) for line in lines]
+
+
+def merged(
+    logs: dict[str, Path], count: int, since: str | None = None, rotated: int = 3
+) -> list[dict[str, Any]]:
+    """The last `count` lines of these agents' logs (by name), in time order; with `since`
+    (a stamp), only those stamped then or later. All of them read at most TAIL_MAX_BYTES,
+    or BLOCK each."""
+    budget = max(BLOCK, TAIL_MAX_BYTES // max(1, len(logs)))
+    each = []
+    for agent, path in logs.items():
+        entries = [entry(agent, text) for text in tail(path, count, rotated, budget)]
+        if since is not None:
+            entries = [e for e in entries if e["time"] is not None and e["time"] >= since]
+        each.append(entries)
+    return list(heapq.merge(*each, key=lambda e: e["time"] or ""))[-count:] if count else []
+
+
+def topics(session_id: str, name: str) -> tuple[str, str]:
+    """Where an agent's lines go: to the subscribers of that agent of that session, and of
+    the whole session. A topic names the session, so that a subscriber never gets the
+    lines of a later session's agent of the same name, which may be another user's."""
+    return f"logs:{name}@{session_id}", f"logs@{session_id}"
+
+
+def tail(path: Path, count: int, rotated: int = 3, budget: int = TAIL_MAX_BYTES) -> list[str]:
     """The last `count` lines of a log, reaching into its rotated copies if needed."""
     lines: list[str] = []
-    budget = TAIL_MAX_BYTES
     for n in range(rotated):
         file = path if n == 0 else path.with_name(f"{path.name}.{n}")
         try:
@@ -89,7 +142,7 @@ class KeeperLink:
         self.max_bytes, self.files = max_bytes, files
         self.known = known  # the keys of the agents the daemon knows: their pipes are kept
         self.sock: socket.socket | None = None
-        self.held: dict[str, list[tuple[int, str]]] = {}  # key -> our read ends, their paths
+        self.held: dict[str, list[Held]] = {}  # key -> our read ends
         self.pid: int | None = None  # the keeper's, once known
         self.retry: Timer | None = None  # armed while a keeper could not be started
 
@@ -117,20 +170,24 @@ class KeeperLink:
             self.release(key)  # an orphan's: the keeper drains it, we need not hold it
         self._watch()
 
-    def pipe(self, key: str, path: Path) -> int:
-        """A new pipe for an agent run: its write end, for the agent's stdout and stderr."""
+    def pipes(self, key: str, path: Path) -> tuple[int, int]:
+        """New pipes for an agent run: their write ends, for its stdout and its stderr."""
         self.attach()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))  # there at once
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        self.held.setdefault(key, []).append((read_end, str(path)))
-        self._send_keep(key, str(path), read_end)
-        return write_end
+        ends = []
+        for stream in STREAMS:
+            read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            held = Held(read_end, str(path), stream)
+            self.held.setdefault(key, []).append(held)
+            self._send_keep(key, held)
+            ends.append(write_end)
+        return ends[0], ends[1]
 
     def release(self, key: str) -> None:
         """An agent run ended: the keeper drains what is left; we need not hold its pipes."""
-        for fd, _ in self.held.pop(key, []):
-            os.close(fd)
+        for held in self.held.pop(key, []):
+            os.close(held.fd)
 
     def limits(self, max_bytes: int, files: int) -> None:
         self.max_bytes, self.files = max_bytes, files
@@ -180,8 +237,8 @@ class KeeperLink:
         self.sock, self.pid = sock, keeper.pid
         log.debug("log keeper started (pid %d)", keeper.pid)
         for key, pipes in self.held.items():  # a keeper that died: hand the pipes again
-            for fd, path in pipes:
-                self._send_keep(key, path, fd)
+            for held in pipes:
+                self._send_keep(key, held)
         self._watch()
 
     def _take_pipes(self) -> None:
@@ -197,7 +254,8 @@ class KeeperLink:
                 return
             for fd in fds:
                 os.set_inheritable(fd, False)
-                self.held.setdefault(message["key"], []).append((fd, message["path"]))
+                held = Held(fd, str(message["path"]), str(message.get("stream", "out")))
+                self.held.setdefault(message["key"], []).append(held)
 
     def _watch(self) -> None:
         with contextlib.suppress(RuntimeError):  # no loop yet: attach() at start-up
@@ -231,10 +289,10 @@ class KeeperLink:
                       KEEPER_RETRY)  # fmt: skip
             self.retry = self.clock.later(KEEPER_RETRY, self._lost)
 
-    def _send_keep(self, key: str, path: str, fd: int) -> None:
-        message = {"op": "keep", "key": key, "path": path,
+    def _send_keep(self, key: str, held: Held) -> None:
+        message = {"op": "keep", "key": key, "path": held.path, "stream": held.stream,
                    "max_bytes": self.max_bytes, "files": self.files}  # fmt: skip
-        self._send(message, fd)
+        self._send(message, held.fd)
 
     def _send(self, message: dict[str, object], fd: int | None = None) -> None:
         assert self.sock is not None

@@ -41,15 +41,16 @@ class Processes:
         self.instance = instance  # the marker every agent of this daemon carries
         self._popens: dict[int, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, agent: Agent, out: int) -> int:
-        """Start the agent's command in a new session, its output to `out`; its pid.
+    def spawn(self, agent: Agent, out: int, err: int) -> int:
+        """Start the agent's command in a new session, its stdout to `out` and its stderr
+        to `err`; its pid.
         Raises OSError (CwdRefused for its directory), SubprocessError or ValueError."""
         if os.geteuid() == 0 and (agent.uid, agent.gid) != (0, 0):
-            popen = _popen_as(agent, out)
+            popen = _popen_as(agent, out, err)
         else:
             popen = subprocess.Popen(
                 agent.spec.command, cwd=agent.cwd, env=agent.env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=out, start_new_session=True, close_fds=True,
+                stdout=out, stderr=err, start_new_session=True, close_fds=True,
             )  # fmt: skip
         self._popens[popen.pid] = popen
         return popen.pid
@@ -128,7 +129,7 @@ class Processes:
             return {"cpu_percent": None, "rss": None, "run_cpu_seconds": None}
 
 
-def _popen_as(agent: Agent, out: int) -> subprocess.Popen[bytes]:
+def _popen_as(agent: Agent, out: int, err: int) -> subprocess.Popen[bytes]:
     """Start an agent as its own user, entering its directory with that user's rights.
 
     CPython's `cwd=` is entered before the switch of uid (as root), so the child
@@ -149,7 +150,7 @@ def _popen_as(agent: Agent, out: int) -> subprocess.Popen[bytes]:
 
     try:
         return subprocess.Popen(
-            agent.spec.command, env=agent.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            agent.spec.command, env=agent.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
             start_new_session=True, close_fds=True, user=agent.uid, group=agent.gid,
             extra_groups=list(agent.groups),
             preexec_fn=enter,  # noqa: PLW1509 -- after the uid switch; the daemon has no threads

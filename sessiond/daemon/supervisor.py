@@ -65,7 +65,7 @@ class Hooks(Protocol):
 class Output(Protocol):
     """Where an agent's stdout and stderr go (logs.KeeperLink, through the Team)."""
 
-    def open(self, agent: Agent) -> int: ...  # a write end, for one run; closed by the caller
+    def open(self, agent: Agent) -> tuple[int, int]: ...  # stdout's, stderr's; caller closes
     def close(self, agent: Agent) -> None: ...  # that run ended
 
 
@@ -118,9 +118,9 @@ class Supervisor:
 
     def spawn(self, agent: Agent) -> None:
         """Start the process of an agent in `starting`; SpawnError names command and reason."""
-        out = self.output.open(agent)
+        out, err = self.output.open(agent)
         try:
-            pid = self.procs.spawn(agent, out)
+            pid = self.procs.spawn(agent, out, err)
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             self.output.close(agent)
             agent.state = step(agent.state, AgentEvent.SPAWN_FAILED)
@@ -129,6 +129,7 @@ class Supervisor:
             raise SpawnError(message, hint, reason) from None
         finally:
             os.close(out)
+            os.close(err)
         agent.pid, agent.start_ticks = pid, self.procs.start_time(pid)
         agent.started_mono, agent.started_at = self.clock.monotonic(), self.clock.wall()
         agent.signal_sent, agent.stats = False, None  # exit_code stays: the last run's

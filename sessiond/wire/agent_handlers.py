@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sessiond.errors import InvalidParams
-from sessiond.wire.handlers import check_lines
+from sessiond.wire.handlers import check_lines, time_param
 
 if TYPE_CHECKING:
     from sessiond.wire.context import Ctx
@@ -47,14 +47,15 @@ def agent_run(
     )  # fmt: skip
 
 
-def single(name: str | None, names: Any, label: str | None) -> str | None:
-    """`name` for a call on one agent; None for one on a group, whose params are checked."""
-    given = [f"'{key}'" for key, value in (("name", name), ("names", names), ("label", label))
+def single(name: str | None, names: Any, label: str | None, one: str = "name") -> str | None:
+    """`name` (the param `one`) for a call on one agent; None for one on a group, whose
+    params are checked."""
+    given = [f"'{key}'" for key, value in ((one, name), ("names", names), ("label", label))
              if value is not None]  # fmt: skip
     if len(given) != 1:
         but = f", not {' and '.join(given)}" if given else ""
-        raise InvalidParams(f"give exactly one of the params 'name', 'names' and 'label'{but}",
-                            GROUP_HINT)  # fmt: skip
+        raise InvalidParams(f"give exactly one of the params '{one}', 'names' and 'label'{but}",
+                            GROUP_HINT.replace('"name"', f'"{one}"'))  # fmt: skip
     listed = isinstance(names, list) and bool(names) and all(isinstance(n, str) for n in names)
     if names is not None and names != "all" and not listed:
         raise InvalidParams("param 'names' must be \"all\" or a list of agent names", GROUP_HINT)
@@ -132,12 +133,19 @@ def agent_checkpoint(ctx: Ctx, token: str, data: Any) -> Any:
     return {"seq": ctx.app.checkpoint(token, data)}
 
 
-def logs_tail(ctx: Ctx, agent: str, lines: int = 50) -> Any:
-    """The last lines an agent wrote to stdout and stderr.
+def logs_tail(
+    ctx: Ctx, *, agent: str | None = None, names: Any = None, label: str | None = None,
+    lines: int = 50, since: str | None = None,
+) -> Any:  # fmt: skip
+    """The last lines an agent wrote to stdout and stderr; or a group's (names, label) or
+    every agent's of the session (none of the three), merged in time order.
 
-    {"method": "logs.tail", "params": {"agent": "scanner", "lines": 20}} — sessionc logs scanner"""
+    {"method": "logs.tail", "params": {"agent": "scanner", "lines": 20}} — sessionc logs scanner
+    {"method": "logs.tail", "params": {"since": "2026-12-02T10:00:00Z"}} — logs --since 2h"""
     check_lines(lines)
-    return ctx.app.logs(agent, lines)
+    if agent is not None or names is not None or label is not None:
+        single(agent, names, label, one="agent")  # one of the three, well formed
+    return ctx.app.logs(agent, names, label, lines, time_param("since", since))
 
 
 def metrics_get(ctx: Ctx) -> Any:

@@ -322,9 +322,9 @@ class Connection(asyncio.Protocol):
     def subscribe(self, topics: frozenset[str]) -> None:
         self.topics |= topics
 
-    def notify(self, topic: str, line: bytes) -> None:
-        """Send an encoded notification, if subscribed; drop a subscriber that far behind."""
-        if topic not in self.topics or self.transport is None or self.transport.is_closing():
+    def notify(self, line: bytes) -> None:
+        """Send an encoded notification; drop a subscriber that far behind."""
+        if self.transport is None or self.transport.is_closing():
             return
         if self.transport.get_write_buffer_size() > REPLY_BUFFER_MAX:
             log.warning(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sessiond.core.records import parse_rfc3339
+from sessiond.daemon.logs import topics as log_topics
 from sessiond.errors import InvalidParams
 from sessiond.wire.limits import TAIL_MAX_LINES
 
@@ -133,7 +134,7 @@ def session_history(ctx: Ctx, limit: int = 20, before: str | None = None) -> Any
     {"method": "session.history", "params": {"limit": 5}} — sessionc history -n 5"""
     if not 1 <= limit <= 1000:
         raise InvalidParams(f"param 'limit' must be 1 to 1000 (got {limit})", "ask for fewer")
-    return ctx.app.history(limit, _time_param("before", before))
+    return ctx.app.history(limit, time_param("before", before))
 
 
 async def session_cleanup(ctx: Ctx, orphans_only: bool = False) -> Any:
@@ -152,33 +153,48 @@ def events_tail(ctx: Ctx, lines: int = 20, session: str | None = None) -> Any:
 
 
 def subscribe(ctx: Ctx, topics: list[Any]) -> Any:
-    """Receive `event` notifications, or an agent's `log` lines, on this connection.
+    """Receive `event` notifications, and `log` lines of agents (`logs:AGENT`) or of
+    every agent of the live session, those added later too (`logs`), on this connection.
 
-    {"method": "subscribe", "params": {"topics": ["events", "logs:scanner"]}}
-    — sessionc events -f, sessionc logs scanner -f"""
-    names, misspelt = _log_topics(topics)
-    agents = ctx.app.log_sources(ctx.peer, ctx.admin, names)  # their errors come first
+    {"method": "subscribe", "params": {"topics": ["events", "logs"]}}
+    — sessionc events -f, sessionc logs -f"""
+    names, whole, misspelt = _log_topics(topics)
+    session_id, agents = ctx.app.log_sources(ctx.peer, ctx.admin, names, whole)  # errors first
     if misspelt is not None:
         raise misspelt
-    ctx.conn.subscribe(frozenset(topics))
+    ctx.conn.subscribe(frozenset(_scoped(topic, session_id) for topic in topics))
     ctx.app.follow_logs(agents)  # once subscribed: their first lines find the subscriber
     return {"topics": sorted(set(topics))}
 
 
-def _log_topics(topics: list[Any]) -> tuple[list[str], InvalidParams | None]:
-    """The agents of the `logs:AGENT` topics up to the first misspelt topic; and its error."""
+def _log_topics(topics: list[Any]) -> tuple[list[str], bool, InvalidParams | None]:
+    """The agents of the `logs:AGENT` topics up to the first misspelt topic, whether
+    `logs` is one, and the misspelt one's error."""
     names: list[str] = []
+    whole = False
     for topic in topics:
         if topic == "events":
             continue
-        if not isinstance(topic, str) or not topic.startswith("logs:"):
-            hint = "the topics are 'events' and 'logs:AGENT'"
-            return names, InvalidParams(f"unknown topic {topic!r}", hint)
-        names.append(topic.removeprefix("logs:"))
-    return names, None
+        if topic == "logs":
+            whole = True
+        elif isinstance(topic, str) and topic.startswith("logs:"):
+            names.append(topic.removeprefix("logs:"))
+        else:
+            hint = "the topics are 'events', 'logs' and 'logs:AGENT'"
+            return names, whole, InvalidParams(f"unknown topic {topic!r}", hint)
+    return names, whole, None
 
 
-def _time_param(name: str, value: str | None) -> float | None:
+def _scoped(topic: str, session_id: str) -> str:
+    """A log topic of the session it was asked in, as the fleet publishes it."""
+    if topic == "logs":
+        return log_topics(session_id, "")[1]
+    if topic.startswith("logs:"):
+        return log_topics(session_id, topic.removeprefix("logs:"))[0]
+    return topic
+
+
+def time_param(name: str, value: str | None) -> float | None:
     if value is None:
         return None
     try:

@@ -228,8 +228,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         P("token", "string", required=True),
         P("data", "object", "array", "string", "number", "boolean", "null", required=True)),
         ref("checkpointed"), (BadToken, StorageError)),
-    Method("logs.tail", logs_tail, PT,
-           (P("agent", "string", required=True), P("lines", "integer")), ref("logs"), ON_AGENT),
+    Method("logs.tail", logs_tail, PT, (
+        Param("agent", ("string",), description="one agent; or names or label; none: all"),
+        *PICK[1:], P("lines", "integer"),
+        Param("since", ("string",), description="only the lines that came then or later")),
+        ref("logs"), ON_AGENT),
     Method("metrics.get", metrics_get, ANYONE, result=ref("metrics")),
 )}  # fmt: skip
 

@@ -72,6 +72,8 @@ def _setting(key: str) -> Schema:
     return null_or(found) if setting.default is None else found
 
 
+LOG_ENTRY = obj({"time": null_or(TIME), "agent": STR, "stream": enum(["out", "err"]),
+                 "line": STR})  # fmt: skip
 PERSON = {"uid": INT, "user": STR, "pid": null_or(INT), "tty": null_or(STR)}
 DAEMON = {"version": STR, "pid": INT, "uptime": NUM, "mode": enum(["system", "user"]),
           "socket": STR, "state_dir": STR}  # fmt: skip
@@ -142,7 +144,8 @@ SCHEMAS: dict[str, Schema] = {
                 "oneOf": [{"required": ["agent"]}, {"required": ["error"]}]},
     "subscribed": obj({"topics": STRS}),
     "checkpointed": obj({"seq": INT}),
-    "logs": obj({"agent": STR, "lines": STRS}),
+    "logs": obj({"lines": STRS, "entries": {"type": "array", "items": LOG_ENTRY}},
+                {"agent": STR}, "the lines, and each with its agent, when it came and its stream"),
     "metrics": obj({
         "version": STR, "sessions": {"type": "object", "additionalProperties": INT},
         "session": null_or(obj({"name": STR, "id": STR, "state": enum([s.value for s in State])})),

@@ -103,12 +103,13 @@ class Server:
         for conn in list(self.connections):
             conn.abort()
 
-    def wants(self, topic: str) -> bool:
-        return any(topic in conn.topics for conn in self.connections)
+    def wants(self, *topics: str) -> bool:
+        return any(not conn.topics.isdisjoint(topics) for conn in self.connections)
 
-    def broadcast(self, topic: str, method: str, params: dict[str, Any]) -> None:
-        subscribed = [conn for conn in self.connections if topic in conn.topics]
+    def broadcast(self, topics: tuple[str, ...], method: str, params: dict[str, Any]) -> None:
+        """Notify each connection subscribed to any of `topics`, once."""
+        subscribed = [conn for conn in self.connections if not conn.topics.isdisjoint(topics)]
         if subscribed:
             line = encode({"jsonrpc": "2.0", "method": method, "params": params})  # once
             for conn in subscribed:
-                conn.notify(topic, line)
+                conn.notify(line)
