@@ -236,7 +236,7 @@ def test_rewrite_argv_joins_dash_values_to_duration_options_only() -> None:
     agent = ["run", "--", "sleep", "--timeout", "-1", "--wait"]
     assert rewrite(agent) == agent  # an agent's command line is its own
     assert cli.duration_flags() == {"--timeout", "--idle-after", "--max-duration", "--wait",
-                                    "--rpc-timeout", "--watch"}  # fmt: skip
+                                    "--rpc-timeout", "--watch", "--since"}  # fmt: skip
     assert rewrite(["status", "--watch", "-1"]) == ["status", "--watch=-1"]
 
 
@@ -1264,18 +1264,22 @@ def test_events_follow_prints_tail_then_news_and_exits_3_when_closed(
     assert daemon.requests[1]["params"] == {}
 
 
+def log_entry(agent: str, line: str, stream: str = "out") -> dict[str, Any]:
+    """A line of an agent's log as logs.tail and `log` notifications carry it."""
+    return {"time": "2026-12-02T10:00:00.000Z", "agent": agent, "stream": stream, "line": line}
+
+
 def test_follow_ends_quietly_on_ctrl_c(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    def interrupted(self: Client) -> Iterator[tuple[str, Any]]:
+    def interrupted(self: Client, idle: float | None = None) -> Iterator[tuple[str, Any]]:
         raise KeyboardInterrupt
         yield  # a generator
 
     monkeypatch.setattr(Client, "notifications", interrupted)
-    daemon = fake(
-        lambda req: [reply(req, {"lines": ["a"]} if req["method"] == "logs.tail" else {})]
-    )
+    tail = {"lines": ["a"], "entries": [log_entry("scanner", "a")]}
+    daemon = fake(lambda req: [reply(req, tail if req["method"] == "logs.tail" else {})])
     assert run_cli(daemon, "logs", "scanner", "-f") == 0
-    assert [r["method"] for r in daemon.requests] == ["subscribe", "logs.tail"]
-    assert daemon.requests[0]["params"] == {"topics": ["logs:scanner"]}
+    assert [r["method"] for r in daemon.requests] == ["session.status", "subscribe", "logs.tail"]
+    assert daemon.requests[1]["params"] == {"topics": ["events", "logs:scanner"]}
 
 
 def test_report_needs_the_agent_token(
@@ -1314,7 +1318,7 @@ def test_text_output_from_the_daemon_is_escaped(
     results = {
         "session.status": {"daemon": {}, "session": session, "orphans": []},
         "events.tail": [{"time": stamp(0), "kind": "session.paused", "message": "x\x9by"}],
-        "logs.tail": {"lines": ["\x1b[31mred\x07"]},
+        "logs.tail": {"lines": ["\x1b[31mred\x07"], "entries": [log_entry("a", "\x1b[31mred\x07")]},
         "session.health": {"status": "paused", "message": "m\x1b", "recovery": ["r\n"]},
         "metrics.get": {"prometheus": "a 1\n# \x1b[2J\n"},
         "session.pause": {**session, "name": "n\x1b"},
@@ -1363,10 +1367,10 @@ def test_errors_from_the_daemon_are_escaped(fake: Any, capsys: pytest.CaptureFix
 
 def test_followers_escape_each_line(fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
     def script(req: dict[str, Any]) -> list[bytes] | None:
-        if req["method"] == "subscribe":
+        if req["method"] != "logs.tail":
             return [reply(req, {})]
-        tail = reply(req, {"lines": ["tail\x1b[2J"]})
-        return [tail, note("logs", {"agent": "a", "line": "new\x07"}), b""]
+        tail = reply(req, {"lines": ["tail\x1b[2J"], "entries": [log_entry("a", "tail\x1b[2J")]})
+        return [tail, note("log", log_entry("a", "new\x07")), b""]
 
     assert run_cli(fake(script), "logs", "a", "-f") == 3
     out = capsys.readouterr().out

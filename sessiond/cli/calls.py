@@ -34,6 +34,9 @@ START_PARAMS = ("name", "template", "from_", "wait", "timeout", "idle_after",
                 "error_threshold", "max_duration", "stop_at")  # fmt: skip
 
 
+STREAMED = object()  # returned by a follower, which printed everything itself
+
+
 class UsageError(SessiondError):
     exit_code = EXIT_USAGE
 

@@ -252,13 +252,21 @@ class Client:
             elif message.get("id") is None and "error" in message:
                 raise RemoteError.from_wire(message["error"])  # e.g. LIMIT_REACHED on connect
 
-    def notifications(self) -> Iterator[tuple[str, Any]]:
-        """Yield (method, params) of every notification, blocking, until the daemon closes."""
-        while self._pending:
-            yield self._pending.popleft()
+    def notifications(self, idle: float | None = None) -> Iterator[tuple[str, Any] | None]:
+        """Yield (method, params) of every notification, blocking, until the daemon closes;
+        with `idle`, None each time that many seconds pass without one. Between two, the
+        caller may make calls: the notifications that come meanwhile are yielded next."""
         self.connect()
         while True:
-            message = self._read_message(None, None)
+            if self._pending:
+                yield self._pending.popleft()
+                continue
+            try:
+                deadline = None if idle is None else time.monotonic() + idle
+                message = self._read_message(deadline, idle)
+            except NoReply:
+                yield None
+                continue
             if self._is_notification(message):
                 yield message["method"], message.get("params")
             elif message.get("id") is None and "error" in message:

@@ -21,9 +21,11 @@ TYPE_CHECKING = False  # typing would cost every sessionc start milliseconds
 if TYPE_CHECKING:
     from typing import IO, Any
 
-SGR = {"green": "32", "yellow": "33", "red": "31", "dim": "2"}  # ECMA-48 graphic renditions
+SGR = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "bold": "1",
+       "cyan": "36", "magenta": "35", "blue": "34"}  # ECMA-48 graphic renditions  # fmt: skip
 RESET = "\x1b[0m"
-GREEN, YELLOW, RED, DIM = "green", "yellow", "red", "dim"
+GREEN, YELLOW, RED, DIM, BOLD = "green", "yellow", "red", "dim", "bold"
+NAME_STYLES = ("cyan", "magenta", "yellow", "green", "blue")  # one for each agent, in turn
 # The states of sessions and agents (docs/wire.md) and of `health`, by how they look
 STATE_STYLES = {
     **dict.fromkeys(("active", "running", "healthy"), GREEN),

@@ -177,6 +177,7 @@ INTERVAL_TYPE = _argtype(_interval)
 COUNT = {"metavar": "N", "type": _argtype(_count)}
 AGENT_OR_ALL = arg("name", metavar="NAME", nargs="?", help="the agent, or 'all' of them")
 LABEL = arg("--label", metavar="L", help="the agents with label L, instead of NAME")
+LABEL_ONLY = arg("--label", metavar="L", help="only the agents with label L")
 FOLLOW = arg("-f", "--follow", action="store_true", help="then print new ones until Ctrl-C")
 GLOBAL_OPTIONS = (
     arg("--socket", metavar="PATH", default=None,
@@ -225,9 +226,14 @@ COMMANDS: dict[str, Command] = {
         arg("action", choices=["start", "stop", "restart", "kill"]), AGENT_OR_ALL, LABEL,
         arg("--signal", metavar="S", help="for kill: TERM, SIGKILL, 9… (default TERM)")),
         one_of=(AGENT_OR_ALL, LABEL)),
-    "logs": Command("show an agent's output (every agent's without AGENT)", (
-        arg("agent", metavar="AGENT", nargs="?"),
-        arg("-n", dest="lines", help="the last N lines", **COUNT), FOLLOW)),
+    "logs": Command("show agents' output: every agent's of the session, in time order", (
+        arg("agents", metavar="AGENT", nargs="*", help="only these agents"),
+        arg("--agent", metavar="A", action="append", help="only agent A (again for more)"),
+        LABEL_ONLY, arg("-n", dest="lines", help="the last N lines", **COUNT),
+        arg("--since", help="only the lines of the last D", **DURATION),
+        arg("--no-prefix", action="store_true", help="no time and agent before each line"),
+        arg("-f", "--follow", action="store_true",
+            help="then print new lines, of agents started later too, until the session ends"))),
     "events": Command("show the event log",
                       (arg("-n", dest="lines", help="the last N events", **COUNT), FOLLOW)),
     "history": Command("list past sessions, newest first",

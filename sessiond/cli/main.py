@@ -5,11 +5,12 @@ it does is its row of ACTIONS here: a handler that makes the RPC calls and
 returns the raw result (most are calls.py's), a printer that shows the result
 to a person, and (for `start` and `health`) how the result maps to an exit
 status. `--json` replaces the printer with one JSON document. Handlers do not
-print, except the `-f` followers, which stream until Ctrl-C or the daemon
-leaves.
+print, except the followers, which stream until Ctrl-C, the daemon leaves or
+(`logs -f`) the session ends.
 
 All of sessionc's output leaves from this module, but the screens that a live
-view redraws (`status --watch`: watch.py, which escapes alike). What the
+view redraws (`status --watch`: watch.py) and the lines of `logs` (logs.py,
+one object a line with --json), which escape alike. What the
 printers show comes from show.py's pure `*_lines` and `fmt_*` helpers, which
 turn wire objects (docs/wire.md) into text. Every line of text leaves through `say`, which
 escapes control characters (show.escape): no name, reason, tty or log line
@@ -45,6 +46,7 @@ from sessiond.cli.calls import (
     EXIT_NOT_FOUND,
     PREFIX_SEARCH,
     START_PARAMS,
+    STREAMED,
     call_for_session,
     do_agent,
     do_complete,
@@ -73,7 +75,6 @@ from sessiond.cli.show import (
     health_lines,
     history_lines,
     joined,
-    log_line,
     session_lines,
     status_lines,
     tree_lines,
@@ -97,7 +98,6 @@ __all__ = ["COMMANDS", "EPILOG", "EXIT_NOT_FOUND", "GLOBAL_OPTIONS", "PREFIX_SEA
            "choice_error", "command_word", "duration_flags", "health_exit", "main",
            "parse_plain", "rewrite_argv", "terminal_columns"]  # fmt: skip
 
-STREAMED = object()  # returned by a follower, which printed everything itself
 EXIT_INTERRUPTED = 130
 
 
@@ -154,12 +154,6 @@ def show_started(session: Any, args: argparse.Namespace) -> None:
 def show_agent(agent: Any, args: argparse.Namespace) -> None:
     pid = f", pid {agent['pid']}" if agent.get("pid") else ""
     say(joined(f"agent {agent.get('name')}: ", fmt_state(agent.get("state"), colour(args)), pid))
-
-
-def show_logs(result: Any, args: argparse.Namespace) -> None:
-    tails = {args.agent: result} if args.agent else result
-    for agent, tail in tails.items():
-        echo(log_line({"agent": agent, "line": line}, not args.agent) for line in tail["lines"])
 
 
 def show_export(result: Any, args: argparse.Namespace) -> None:
@@ -251,7 +245,8 @@ def follow(
         seen = max((i["seq"] for i in tail if isinstance(i, dict) and "seq" in i), default=None)
         for item in tail:
             emit(item)
-        for _method, params in client.notifications():
+        for note in client.notifications():  # never None: no idle asked for
+            params = note[1] if note is not None else None
             seq = params.get("seq") if isinstance(params, dict) else None
             if seen is None or not isinstance(seq, int) or seq > seen:  # else shown in the tail
                 emit(params)
@@ -268,20 +263,9 @@ def do_events(client: Client, args: argparse.Namespace) -> Any:
 
 
 def do_logs(client: Client, args: argparse.Namespace) -> Any:
-    agents = [args.agent] if args.agent else [a["name"] for a in client.call("agent.list")]
-    if not agents:
-        raise SessiondError("no agents to show the logs of", "start one: 'sessionc run -- CMD'")
+    from sessiond.cli.logs import do_logs as logs  # noqa: PLC0415 -- heapq, only here
 
-    def tails() -> dict[str, Any]:
-        return {a: client.call("logs.tail", {"agent": a, **given(args, ["lines"])}) for a in agents}
-
-    def entries() -> list[Any]:
-        return [{"agent": a, "line": line} for a, tail in tails().items() for line in tail["lines"]]
-
-    if args.follow:
-        topics = [f"logs:{agent}" for agent in agents]
-        return follow(client, args, topics, entries, lambda e: log_line(e, not args.agent))
-    return tails()[args.agent] if args.agent else tails()
+    return logs(client, args, colour(args))
 
 
 def do_export(client: Client, args: argparse.Namespace) -> Any:
@@ -330,7 +314,7 @@ ACTIONS: dict[str, Action] = {  # in the order of COMMANDS, one for each
         rpc("agent.list"), lambda r, a: echo(agent_lines(r, colour(a)) if r else ["no agents"])
     ),
     "agent": Action(do_agent, per_agent(show_agent), group_status),
-    "logs": Action(do_logs, show_logs),
+    "logs": Action(do_logs, lambda r, a: None),
     "events": Action(do_events, lambda r, a: echo(event_lines(r))),
     "history": Action(rpc("session.history", "limit"), lines_of(history_lines)),
     "show": Action(do_show, lines_of(session_lines)),

@@ -13,7 +13,6 @@ fast.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
@@ -375,14 +374,6 @@ def event_line(event: dict[str, Any]) -> str:
 def event_lines(events: list[dict[str, Any]]) -> list[str]:
     """`events`: time, kind and message in columns as wide as their widest cell."""
     return columns(map(event_cells, events))
-
-
-def log_line(entry: Any, prefix: bool = False) -> str:
-    """A log line, a string or {"agent", "line"}; prefixed 'agent | ' for several agents."""
-    if not isinstance(entry, dict):
-        return str(entry)
-    text = str(entry.get("line", entry.get("text", json.dumps(entry))))
-    return f"{entry.get('agent', '?')} | {text}" if prefix else text
 
 
 def health_lines(health: dict[str, Any], colour: bool = False) -> list[str]:

@@ -58,7 +58,7 @@ class Held:
 
 def entry(agent: str, text: str, unknown: str | None = None) -> dict[str, Any]:
     """A line of a log as the wire shows it, {time, agent, stream, line}, from its stamp.
-    A line with no stamp (a log of sessiond 0.5 or older, a note of the daemon's) is
+    A line with no stamp (written before logs were stamped; a follower's note) is
     `out`, at time `unknown`."""
     head = STAMP_SIZE + 5  # the stamp, a space, the stream, a space
     stream, after = text[STAMP_SIZE + 1 : head - 1], text[head - 1 : head]
