@@ -1377,6 +1377,25 @@ def test_followers_escape_each_line(fake: Any, capsys: pytest.CaptureFixture[str
     assert out == "tail\\x1b[2J\nnew\\a\n"
 
 
+def test_logs_f_prints_lines_in_time_order_whatever_order_they_come_in(
+    fake: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def at(agent: str, second: int, line: str) -> dict[str, Any]:
+        return {**log_entry(agent, line), "time": f"2026-12-02T10:00:0{second}.000Z"}
+
+    def script(req: dict[str, Any]) -> list[bytes] | None:
+        if req["method"] == "session.status":
+            return [reply(req, {"session": {"name": "s", "agents": []}})]
+        if req["method"] != "logs.tail":
+            return [reply(req, {})]
+        closed = {"kind": "session.closed", "session": "s", "message": "session s closed: x"}
+        return [reply(req, {"lines": [], "entries": []}), note("log", at("b", 2, "second")),
+                note("log", at("a", 1, "first")), note("event", closed)]  # fmt: skip
+
+    assert run_cli(fake(script), "logs", "--no-prefix", "-f") == 0
+    assert capsys.readouterr().out == "first\nsecond\n-- session s closed: x\n"
+
+
 def test_cli_prints_only_escaped_text_or_json() -> None:
     """Every print in cli.py goes through say(), is JSON, or is sessionc's own script."""
     tree = ast.parse(inspect.getsource(cli))

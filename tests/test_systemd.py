@@ -235,7 +235,7 @@ def uid_of(box: Container, pid: int) -> int:
 
 def probe_result(box: Container, agent: str) -> dict[str, str]:
     def printed() -> dict[str, str] | None:
-        lines = box.sessionc_json("logs", agent)["lines"]
+        lines = box.sessionc("logs", agent).stdout.splitlines()  # one agent: as written
         found = [line for line in lines if line.startswith("PROBE ")]
         return json.loads(found[-1][len("PROBE ") :]) if found else None
 
