@@ -218,6 +218,22 @@ def test_a_pipe_gets_no_colour(live: DaemonProcess) -> None:
     assert "\x1b" not in live.sessionc("start", "other", env=environ()).stderr
 
 
+def test_events_and_logs_on_a_terminal_are_in_colour_and_plain_into_a_pipe(
+    live: DaemonProcess,
+) -> None:
+    events = on_terminal(live, "events")
+    assert b"\x1b[33msession.starting\x1b[0m" in events and no_escapes_but_colours(events)
+    assert b"\x1b[32msession.started\x1b[0m" in events and b"\x1b[32magent.started" in events
+    talker = [sys.executable, "-c", "print('hello', flush=True); import time; time.sleep(600)"]
+    live.call("agent.run", command=talker, name="talker", cwd="/", restart="never")
+    wait_for(lambda: live.call("logs.tail")["entries"], what="the talker's line")
+    logs = on_terminal(live, "logs")
+    assert SGR.search(logs) and no_escapes_but_colours(logs)  # time, agent names
+    for args in (["events"], ["logs"]):
+        assert "\x1b" not in live.sessionc(*args, env=environ()).stdout, args
+        assert b"\x1b" not in on_terminal(live, *args, env=environ(NO_COLOR="1")), args
+
+
 def test_an_error_on_a_terminal_is_red_and_its_hint_dim(daemon: DaemonProcess) -> None:
     output = on_terminal(daemon, "stop")
     assert b"\x1b[31msessionc: no session is active\x1b[0m" in output

@@ -62,6 +62,20 @@ def paint(escaped: str, style: str) -> Painted:
     return Painted(f"\x1b[{SGR[style]}m{escaped}{RESET}")
 
 
+# The kinds of events (docs/wire.md) that name no state, by the last word: as the states look
+EVENT_STYLES = {
+    **dict.fromkeys(("started", "resumed", "reconnected", "adopted", "up"), GREEN),
+    **dict.fromkeys(("restarting", "unwatched"), YELLOW),
+    "down": RED,
+}
+
+
+def event_style(kind: str) -> str | None:
+    """'session.paused' in paused's colour, 'network.down' in red; None for one not known."""
+    last = kind.rpartition(".")[2]
+    return state_style(last) or EVENT_STYLES.get(last)
+
+
 def state_style(state: object) -> str | None:
     """The style of a session's, agent's or health's state; None for one not known."""
     return STATE_STYLES.get(state) if isinstance(state, str) else None

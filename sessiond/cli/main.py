@@ -259,7 +259,8 @@ def do_events(client: Client, args: argparse.Namespace) -> Any:
     params = given(args, ["lines"])
     if not args.follow:
         return client.call("events.tail", params)
-    return follow(client, args, ["events"], lambda: client.call("events.tail", params), event_line)
+    return follow(client, args, ["events"], lambda: client.call("events.tail", params),
+                  lambda event: event_line(event, colour(args)))  # fmt: skip
 
 
 def do_logs(client: Client, args: argparse.Namespace) -> Any:
@@ -315,7 +316,7 @@ ACTIONS: dict[str, Action] = {  # in the order of COMMANDS, one for each
     ),
     "agent": Action(do_agent, per_agent(show_agent), group_status),
     "logs": Action(do_logs, lambda r, a: None),
-    "events": Action(do_events, lambda r, a: echo(event_lines(r))),
+    "events": Action(do_events, lambda r, a: echo(event_lines(r, colour(a)))),
     "history": Action(rpc("session.history", "limit"), lines_of(history_lines)),
     "show": Action(do_show, lines_of(session_lines)),
     "export": Action(do_export, show_export),

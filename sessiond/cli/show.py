@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 
-from sessiond.cli.colour import DIM, RED, YELLOW, Painted, paint, state_style
+from sessiond.cli.colour import DIM, RED, YELLOW, Painted, event_style, paint, state_style
 
 TYPE_CHECKING = False  # typing would cost every sessionc start; see main.py
 if TYPE_CHECKING:
@@ -360,20 +360,25 @@ def history_lines(
 EVENT_KIND_WIDTH = 20
 
 
-def event_cells(event: dict[str, Any]) -> list[str]:
+def event_cells(event: dict[str, Any], colour: bool = False) -> list[str]:
+    """Time, kind and message; the kind in the colour of the state it names, as
+    'session.paused' in paused's and 'agent.failed' in failed's, when `colour` is on."""
     clock = fmt_clock(event.get("time"), seconds=True)
-    return [clock, str(event.get("kind", "?")), str(event.get("message", ""))]
+    kind = str(event.get("kind", "?"))
+    painted = coloured(kind, event_style(kind), colour)
+    return [clock, painted, str(event.get("message", ""))]
 
 
-def event_line(event: dict[str, Any]) -> str:
+def event_line(event: dict[str, Any], colour: bool = False) -> str:
     """'10:34:05  session.started       session nightly started by alice' (`events -f`)."""
-    clock, kind, message = map(escape, event_cells(event))
-    return f"{clock:<8}  {kind:<{EVENT_KIND_WIDTH}}  {message}".rstrip()
+    clock, kind, message = map(escape, event_cells(event, colour))
+    padding = " " * max(0, EVENT_KIND_WIDTH - width(kind))
+    return Painted(f"{clock:<8}  {kind}{padding}  {message}".rstrip())  # each part escaped
 
 
-def event_lines(events: list[dict[str, Any]]) -> list[str]:
+def event_lines(events: list[dict[str, Any]], colour: bool = False) -> list[str]:
     """`events`: time, kind and message in columns as wide as their widest cell."""
-    return columns(map(event_cells, events))
+    return columns(event_cells(event, colour) for event in events)
 
 
 def health_lines(health: dict[str, Any], colour: bool = False) -> list[str]:
