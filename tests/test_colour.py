@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness import SESSIONC, DaemonProcess, wait_for
-from sessiond.cli import colour, show, watch
+from sessiond.cli import colour, frame, show, watch
 
 SGR = re.compile(rb"\x1b\[[0-9;]*m")
 HOME_AND_CLEAR = watch.HOME_AND_CLEAR.encode()
@@ -286,3 +286,10 @@ def test_watch_says_the_daemon_is_unreachable_and_keeps_trying(
 def test_watch_is_not_json(daemon: DaemonProcess) -> None:
     done = daemon.sessionc("--json", "status", "--watch")
     assert done.returncode == 2 and "not as JSON" in done.stderr
+
+
+def test_a_painted_frame_line_is_cut_by_what_shows_and_ends_its_colour() -> None:
+    line = show.joined("ab ", colour.paint("running", colour.GREEN), " cd")
+    assert frame.cut(line, 6) == "ab \x1b[32mrun\x1b[0m"
+    assert show.width(frame.cut(line, 100)) == len("ab running cd")
+    assert frame.cut("plain text", 5) == "plain"

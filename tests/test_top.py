@@ -311,3 +311,17 @@ def test_top_without_a_daemon_fails_like_sessionc_does(short_tmp: Path, once: li
     assert done.stdout == ""
     assert "unable to reach sessiond" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@needs_tmux
+def test_states_are_in_colour_unless_no_color_says_not(make_daemon, pane):
+    daemon = make_daemon(CONFIG)
+    painted = watching(daemon, pane)
+    coloured = painted.tmux("capture-pane", "-e", "-p", "-t", painted.name)
+    assert re.search(r"\x1b\[[0-9;]*32m\s*running", coloured), coloured  # green, as in status
+    assert re.search(r"\x1b\[[0-9;]*32m\s*ACTIVE", coloured), coloured
+    daemon.call("session.stop")
+    wait_for(lambda: daemon.call("session.status")["session"] is None, what="the stop")
+    plain = watching(daemon, pane, before="NO_COLOR=1 ")
+    screen = plain.tmux("capture-pane", "-e", "-p", "-t", plain.name)
+    assert "running" in screen and not re.search(r"\x1b\[[0-9;]*3[1-6]m", screen), screen

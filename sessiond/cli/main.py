@@ -200,8 +200,8 @@ def do_top(client: Client, args: argparse.Namespace) -> Any:
     from sessiond.cli import top  # noqa: PLC0415 -- curses: only top needs it
 
     if args.once:
-        return top.once(client.path)
-    top.live(client.path)
+        return top.once(client.path, colour(args))
+    top.live(client.path, colour(args))
     return STREAMED
 
 

@@ -255,7 +255,7 @@ def _host_lines(session: dict[str, Any]) -> list[str]:
     return [_field("host", f"{session['host']}, fence {session.get('fence', 0)}")]
 
 
-def _errors_style(errors: dict[str, Any]) -> str | None:
+def errors_style(errors: dict[str, Any]) -> str | None:
     count, threshold = errors.get("count"), errors.get("threshold")
     if not isinstance(count, int) or count <= 0:
         return None
@@ -269,7 +269,7 @@ def _error_lines(errors: dict[str, Any], now: float | None, colour: bool) -> lis
     if errors:
         limit = f"{errors.get('threshold', '?')} in {fmt_duration(errors.get('window'))}"
         count = f"{errors.get('count', 0)} of {limit}"
-        lines.append(_field("errors", coloured(count, _errors_style(errors), colour)))
+        lines.append(_field("errors", coloured(count, errors_style(errors), colour)))
     if errors.get("last"):
         last = errors["last"]
         who = f"agent {last.get('agent')}" if last.get("agent") else "an agent"

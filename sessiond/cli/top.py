@@ -23,7 +23,8 @@ import time
 from typing import Any
 
 from sessiond.cli.client import Client, Disconnected, RemoteError
-from sessiond.cli.frame import View, frame
+from sessiond.cli.colour import SGR
+from sessiond.cli.frame import SGR_PARTS, View, frame
 from sessiond.errors import SessiondError
 
 EVENTS_KEPT = 200
@@ -91,9 +92,10 @@ class Feed:
 
 
 class Top:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, colour: bool = False) -> None:
         self.path = path
-        self.view = View()
+        self.view = View(colour=colour)
+        self.attributes: dict[str, int] = {}  # a colour code of the frame's -> its curses attr
         self.calls: Client | None = None
         self.feed: Feed | None = None
 
@@ -194,6 +196,9 @@ class Top:
 
     def run(self, screen: curses.window) -> int:
         curses.curs_set(0)
+        self.view.colour = self.view.colour and curses.has_colors()
+        if self.view.colour:
+            self.attributes = _attributes()
         screen.nodelay(True)
         screen.keypad(True)
         next_tick = 0.0
@@ -222,8 +227,18 @@ class Top:
         screen.erase()
         for row, line in enumerate(frame(self.view, width, height, time.time())):
             with contextlib.suppress(curses.error):  # curses cannot write past the last cell
-                screen.addstr(row, 0, line[: width - 1])
+                self._put(screen, row, line, width - 1)
         screen.refresh()
+
+    def _put(self, screen: curses.window, row: int, line: str, columns: int) -> None:
+        """One line of the frame, its colour codes as curses attributes."""
+        at, attribute = 0, curses.A_NORMAL
+        for code, text in SGR_PARTS.findall(line):
+            if code:
+                attribute = self.attributes.get(code, curses.A_NORMAL)
+            elif at < columns:
+                screen.addstr(row, at, text[: columns - at], attribute)
+                at += len(text[: columns - at])
 
 
 def _seq(event: dict[str, Any]) -> int:
@@ -248,9 +263,27 @@ def ask(screen: curses.window, prompt: str) -> str | None:
     return None if "\x1b" in text else text
 
 
-def once(path: str) -> list[str]:
+def _attributes() -> dict[str, int]:
+    """The curses attribute of each colour code that colour.paint writes."""
+    curses.start_color()
+    background = -1  # the terminal's own
+    try:
+        curses.use_default_colors()
+    except curses.error:
+        background = curses.COLOR_BLACK
+    colours = {"green": curses.COLOR_GREEN, "yellow": curses.COLOR_YELLOW,
+               "red": curses.COLOR_RED, "cyan": curses.COLOR_CYAN,
+               "magenta": curses.COLOR_MAGENTA, "blue": curses.COLOR_BLUE}  # fmt: skip
+    found = {"dim": curses.A_DIM, "bold": curses.A_BOLD}
+    for pair, (name, number) in enumerate(colours.items(), start=1):
+        curses.init_pair(pair, number, background)
+        found[name] = curses.color_pair(pair)
+    return {f"\x1b[{SGR[name]}m": attribute for name, attribute in found.items()}
+
+
+def once(path: str, colour: bool = False) -> list[str]:
     """`top --once`: one frame, as wide as the terminal, without the padding or the keys."""
-    top = Top(path)
+    top = Top(path, colour)
     top.connect()
     top.disconnect()
     top.view.connected, top.view.message = True, ""
@@ -261,8 +294,8 @@ def once(path: str) -> list[str]:
     return lines
 
 
-def live(path: str) -> int:
-    top = Top(path)
+def live(path: str, colour: bool = False) -> int:
+    top = Top(path, colour)
     top.connect()  # a daemon that is not there: sessionc's usual message, not a screen
     # curses takes LINES and COLUMNS, when set, over the terminal's size, and then ignores
     # every resize: a shell that exports them (or a parent that imported readline) would
