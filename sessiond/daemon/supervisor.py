@@ -99,6 +99,7 @@ class Agent:
     stats: Any = None  # psutil.Process, made on first use
     checkpoint: str | None = None  # the file SESSIOND_CHECKPOINT names
     facts: tuple[float, int, dict[str, Any]] | None = None  # (sampled at, pid, figures)
+    wired: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # crew.agent_wire's, by run
 
     @property
     def labels(self) -> tuple[str, ...]:
