@@ -49,6 +49,13 @@ def generated_name() -> str:
     return f"s-{secrets.token_hex(4)}"
 
 
+ERROR_TEXT_MAX = 2000  # characters of an error's text kept: a report may hold a megabyte
+
+
+def clip_error(text: str) -> str:
+    return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
+
+
 def rfc3339(epoch: float | None) -> str | None:
     if epoch is None:
         return None

@@ -21,6 +21,7 @@ from sessiond.core import moves
 from sessiond.core.events import Kind
 from sessiond.core.health import health, remote_health
 from sessiond.core.moves import TOUCH, Move
+from sessiond.core.raw import Raw
 from sessiond.core.records import Participant, Person, rfc3339
 from sessiond.core.reports import check_metrics
 from sessiond.core.session import Event
@@ -88,7 +89,7 @@ class App:
                 "templates": sorted(self._config().templates),
                 "cluster": self._cluster(),
             },
-            "session": self._sessions.wire(live) if live else self._remote(),
+            "session": self._sessions.wire(live, encoded=True) if live else self._remote(),
             "queue": self._sessions.waiting(),
             "orphans": self._fleet.orphans(),
         }
@@ -232,9 +233,9 @@ class App:
 
     # -- agents ----------------------------------------------------------------
 
-    def agent_list(self) -> list[Wire]:
+    def agent_list(self) -> Raw | list[Wire]:
         live = self._sessions.live
-        return self._fleet.wire(live) if live else []
+        return self._fleet.encoded(live) if live else []
 
     def agent_run(
         self, peer: Peer, *, command: list[Any], name: str | None, cwd: str | None,

@@ -253,20 +253,38 @@ def agent_wire(agent: Agent, facts: Mapping[str, Any], now: float) -> dict[str, 
     What changes only with the agent's state, run or spec is made once for each of them
     and kept on the agent (`wired`): a status of 200 agents then copies 200 small dicts
     instead of formatting 200 times and describing 200 exits."""
+    return {**_still_part(agent), **dict(zip(MOVING, _moving(agent, facts, now), strict=True))}
+
+
+def agent_json(agent: Agent, facts: Mapping[str, Any], now: float) -> str:
+    """agent_wire's, encoded, and kept on the agent until a field of it changes as sent:
+    uptime and the restart countdown go by tenths of a second, CPU and memory by the
+    second at most, so a status loop encodes an agent ten times a second at most."""
+    key = (_still_part(agent), *_moving(agent, facts, now))
+    if agent.encoded is None or agent.encoded[0] != key:
+        agent.encoded = key, json.dumps(agent_wire(agent, facts, now), separators=(",", ":"))
+    return agent.encoded[1]
+
+
+MOVING = ("uptime", "restart_in", "cpu_percent", "cpu_seconds", "rss")
+
+
+def _moving(agent: Agent, facts: Mapping[str, Any], now: float) -> tuple[Any, ...]:
+    timer = agent.timer
+    return (
+        round(now - agent.started_mono, 1) if agent.pid is not None else None,
+        # In backoff, seconds until the next start: what a countdown (sessionc top) needs.
+        round(max(timer.at - now, 0.0), 1) if timer else None,
+        facts.get("cpu_percent"), facts.get("cpu_seconds"), facts.get("rss"),
+    )  # fmt: skip
+
+
+def _still_part(agent: Agent) -> dict[str, Any]:
     key = (agent.state, agent.pid, agent.started_at, agent.restarts, agent.exit_code,
            agent.spec, agent.session_name)  # fmt: skip
     if agent.wired is None or agent.wired[0] != key:
         agent.wired = key, _still(agent)
-    timer = agent.timer
-    return {
-        **agent.wired[1],
-        "uptime": round(now - agent.started_mono, 3) if agent.pid is not None else None,
-        # In backoff, seconds until the next start: what a countdown (sessionc top) needs.
-        "restart_in": round(max(timer.at - now, 0.0), 3) if timer else None,
-        "cpu_percent": facts.get("cpu_percent"),
-        "cpu_seconds": facts.get("cpu_seconds"),
-        "rss": facts.get("rss"),
-    }
+    return agent.wired[1]
 
 
 def _still(agent: Agent) -> dict[str, Any]:

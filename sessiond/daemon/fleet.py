@@ -29,7 +29,6 @@ from sessiond.daemon.crew import (
     Crew,
     Runner,
     adhoc_spec,
-    agent_wire,
     check_daemon_can_run_as,
     handed,
     owner_runner,
@@ -37,8 +36,9 @@ from sessiond.daemon.crew import (
     spec_from_dict,
 )
 from sessiond.daemon.journal import Journal
-from sessiond.daemon.ledger import Ledger, stored_wire
+from sessiond.daemon.ledger import Ledger
 from sessiond.daemon.processes import Processes
+from sessiond.daemon.roster import Roster
 from sessiond.daemon.store import Store
 from sessiond.daemon.supervisor import Agent, SpawnError, Supervisor
 from sessiond.errors import (
@@ -84,10 +84,13 @@ class Fleet:
         )
         self.logs = logs.Followers(self._lines, self._wanted, clock)
         self.ledger = Ledger(journal, clock)
+        self.roster = Roster(crew, self.store, self.supervisor, clock)
+        self.wire, self.encoded = self.roster.wire, self.roster.encoded
 
     # -- Hooks ---------------------------------------------------------------
 
     def agent_changed(self, agent: Agent, kind: Kind, message: str) -> None:
+        self.roster.changes += 1  # what it encoded before is out of date
         self.ledger.changed(agent, kind, message)
         if kind is Kind.AGENT_STARTED and self._held(agent):
             self.supervisor.pause(agent)  # recorded after its start
@@ -276,13 +279,6 @@ class Fleet:
         killed = await self.procs.terminate(found, grace)
         if killed:
             log.warning("sent SIGKILL to %s: still there %gs after SIGTERM", sorted(killed), grace)
-
-    def wire(self, session: Session) -> list[dict[str, Any]]:
-        agents = self.crew.agents(session.id)
-        if not agents and not session.state.live:
-            return [stored_wire(r, session.name) for r in self.store.agents(session.id)]
-        now = self.clock.monotonic()
-        return [agent_wire(a, self.supervisor.facts(a), now) for a in agents]
 
     # -- calls ---------------------------------------------------------------
 

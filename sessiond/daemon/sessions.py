@@ -24,7 +24,7 @@ from typing import Any
 from sessiond.core import moves, policy
 from sessiond.core.events import Kind
 from sessiond.core.moves import Move
-from sessiond.core.records import Session, check_leave
+from sessiond.core.records import Session, check_leave, clip_error
 from sessiond.core.reports import added
 from sessiond.core.session import ACTIVITY as ACTIVITY_EVENTS
 from sessiond.core.session import ENDINGS, TERMINAL, Effect, Event, Refused, State, is_news, step
@@ -314,7 +314,7 @@ class Sessions:
         if live is None or live.id != session_id:
             return
         now, s = self.clock.wall(), live.settings
-        text, message = _clip(text), _clip(message)
+        text, message = clip_error(text), clip_error(message)
         became = live.with_error(agent, text, now)
         count = became.error_count(now)
         try:
@@ -347,10 +347,11 @@ class Sessions:
 
     # -- reads ---------------------------------------------------------------
 
-    def wire(self, session: Session) -> dict[str, Any]:
-        """The session's wire form, with its agents and its error count."""
+    def wire(self, session: Session, encoded: bool = False) -> dict[str, Any]:
+        """The session's wire form, with its agents (`encoded`: as one Raw) and its
+        error count."""
         found = session.to_wire()
-        found["agents"] = self.fleet.wire(session)
+        found["agents"] = self.fleet.encoded(session) if encoded else self.fleet.wire(session)
         found["errors"]["count"] = session.error_count(self.clock.wall())
         return found
 
@@ -377,13 +378,6 @@ class Sessions:
         for task in list(self._stopping.values()):
             await asyncio.shield(task)
         self.fleet.ledger.flush()
-
-
-ERROR_TEXT_MAX = 2000  # characters of an error's text kept: a report may hold a megabyte
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
 
 
 def _state_hint(s: Session) -> str:

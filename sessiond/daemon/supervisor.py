@@ -100,6 +100,7 @@ class Agent:
     checkpoint: str | None = None  # the file SESSIOND_CHECKPOINT names
     facts: tuple[float, int, dict[str, Any]] | None = None  # (sampled at, pid, figures)
     wired: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # crew.agent_wire's, by run
+    encoded: tuple[tuple[Any, ...], str] | None = None  # crew.agent_json's, by what it shows
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -306,7 +307,7 @@ class Supervisor:
 
     # -- facts ---------------------------------------------------------------
 
-    def facts(self, agent: Agent) -> dict[str, Any]:
+    def facts(self, agent: Agent, now: float | None = None) -> dict[str, Any]:
         """CPU% and RSS, sampled only when asked and at most once a second;
         `cpu_seconds`, the CPU time of every run of the agent so far, which never falls.
 
@@ -321,7 +322,7 @@ class Supervisor:
         if agent.pid is None:
             spent = before["cpu_seconds"] if before is not None else None
             return {"cpu_percent": None, "rss": None, "cpu_seconds": spent}
-        now, run = self.clock.monotonic(), (agent.pid, agent.start_ticks)
+        now, run = self.clock.monotonic() if now is None else now, (agent.pid, agent.start_ticks)
         same_run = before is not None and before["run"] == run
         if before is not None and same_run and now - sampled_at < FACTS_MAX_AGE:
             return before

@@ -13,9 +13,15 @@ writes the reply line.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
+from sessiond.core.raw import Raw
 from sessiond.errors import INVALID_REQUEST
+
+# Where a Raw goes while the rest of a reply is encoded: no client can write it, as the
+# nonce is made when the daemon starts and \x00 is written \u0000.
+_MARK = f"\x00raw{secrets.token_hex(8)}:"
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
@@ -101,14 +107,30 @@ def with_raw_ids(parsed: Any, line: str) -> tuple[Any, bool]:
 def dumps(response: Any, raw_ids: bool) -> str:
     """One reply line; with raw ids, each response's id is written as it was sent."""
     if not raw_ids:
-        return json.dumps(response, separators=(",", ":"))
+        return encode(response)
     if isinstance(response, list):
         return "[" + ",".join(dumps(r, raw_ids) for r in response) + "]"
     ident = response.get("id")
     if not isinstance(ident, RawId):
-        return json.dumps(response, separators=(",", ":"))
-    rest = json.dumps({k: v for k, v in response.items() if k != "id"}, separators=(",", ":"))
+        return encode(response)
+    rest = encode({k: v for k, v in response.items() if k != "id"})
     return f'{rest[:-1]},"id":{ident.text}}}'
+
+
+def encode(value: Any) -> str:
+    """Compact JSON, with the text of each Raw in it put in as it is."""
+    raws: list[Raw] = []
+
+    def mark(found: object) -> str:
+        if not isinstance(found, Raw):
+            raise TypeError(f"Object of type {type(found).__name__} is not JSON serializable")
+        raws.append(found)
+        return f"{_MARK}{len(raws) - 1}"
+
+    text = json.dumps(value, separators=(",", ":"), default=mark)
+    for n, raw in enumerate(raws):
+        text = text.replace(json.dumps(f"{_MARK}{n}"), raw.text, 1)
+    return text
 
 
 def invalid(text: str, hint: str, ident: Any = None) -> dict[str, Any]:
