@@ -317,22 +317,31 @@ class Sessions:
         text, message = clip_error(text), clip_error(message)
         became = live.with_error(agent, text, now)
         count = became.error_count(now)
+        self._set_live(became)
+        line = (f"session {live.name}: error {count} of {s.error_threshold} within "
+                f"{format_duration(s.error_window)}: {message}")  # fmt: skip
+        record = (now, agent, text, {"agent": agent, "text": text, "count": count}, line)
+        if not policy.disconnects(count, s.error_threshold, became.state):
+            # Written once the crashed agent runs again (the supervisor restarts it after
+            # this returns): a commit waits for the disk, the restart need not.
+            self.clock.soon(self._record_error, became.id, record)
+            return
+        self._record_error(became.id, record)
+        try:
+            self.move(moves.threshold(live.name, count, s, message))
+        except StorageError as exc:
+            log.error("%s; the session could not be disconnected", exc.message)
+
+    def _record_error(self, session_id: str, record: tuple[Any, ...]) -> None:
+        now, agent, text, data, line = record
+        session = self.find(session_id)  # as it is now: it may have moved on since
         try:
             with self.journal.transaction():
-                self.store.add_error(live.id, now, agent, text)
-                self.store.save_session(became.to_row())
-                self._event(became, Kind.SESSION_ERROR,
-                            f"session {live.name}: error {count} of {s.error_threshold} within "
-                            f"{format_duration(s.error_window)}: {message}",
-                            {"agent": agent, "text": text, "count": count})  # fmt: skip
+                self.store.add_error(session_id, now, agent, text)
+                self.store.save_session(session.to_row())
+                self._event(session, Kind.SESSION_ERROR, line, data)
         except StorageError as exc:
-            log.error("%s; the error is counted but not stored: %s", exc.message, message)
-        self._set_live(became)
-        if policy.disconnects(count, s.error_threshold, became.state):
-            try:
-                self.move(moves.threshold(live.name, count, s, message))
-            except StorageError as exc:
-                log.error("%s; the session could not be disconnected", exc.message)
+            log.error("%s; the error is counted but not stored: %s", exc.message, line)
 
     def add_metrics(self, metrics: Mapping[str, float]) -> None:
         live = self.live
