@@ -140,10 +140,22 @@ def _sync(method: Method) -> Callable[..., Result]:
     return _presigned(call)
 
 
+class _TakesAnything(inspect.Signature):
+    """The signature of call(ctx, /, *args, **params), which binds whatever jsonrpcserver
+    passes (it always passes the context): its bind() on every request cost ~4 µs of a
+    ping's ~25 for an answer known in advance. check_params does the real checking."""
+
+    __slots__ = ()
+
+    def bind(self, /, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+
 def _presigned(call: Callable[..., Any]) -> Callable[..., Any]:
-    # jsonrpcserver checks every call against inspect.signature(); computing it once
-    # saves ~10 µs a request. Our own check_params does the real checking.
-    call.__signature__ = inspect.signature(call)  # type: ignore[attr-defined]
+    # jsonrpcserver checks every call against inspect.signature(): given once, not made
+    # again per request (~10 µs), and one that never refuses.
+    found = inspect.signature(call)
+    call.__signature__ = _TakesAnything(list(found.parameters.values()))  # type: ignore[attr-defined]
     return call
 
 

@@ -117,8 +117,15 @@ def dumps(response: Any, raw_ids: bool) -> str:
     return f'{rest[:-1]},"id":{ident.text}}}'
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
+
+
 def encode(value: Any) -> str:
     """Compact JSON, with the text of each Raw in it put in as it is."""
+    try:
+        return _COMPACT.encode(value)  # most replies hold no Raw: 1.5 of a ping's µs saved
+    except TypeError:
+        pass  # a Raw (or what is not JSON, which the encoding below names)
     raws: list[Raw] = []
 
     def mark(found: object) -> str:
