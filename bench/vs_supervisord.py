@@ -17,7 +17,12 @@ Each figure is measured the same way for both:
 - `sessionc status` / `supervisorctl status`, the whole process.
 
 supervisord runs with `startsecs=0` (its default waits 1 s before it calls a program
-running) and `autorestart=true`. Prints figures and the ratios; asserts nothing.
+running) and `autorestart=true`. Each round also measures the floor of what the machine
+allows, the same way: a minimal asyncio NDJSON server's ping and its VmRSS (the bare
+asyncio a daemon starts from), encoding the status reply received once, one process
+spawned from Python (Popen of /bin/sleep until it is the server's child in /proc: what a
+restart or each of N starts costs at least), and `python -c 'import json, socket'`.
+Prints figures, the ratios and the floors; asserts nothing.
 """
 
 from __future__ import annotations
@@ -184,6 +189,10 @@ def round_sessiond(base: Path, n: int, count: int, kills: int, tag: str) -> dict
         rpc.reader.readline()
         res["ping_us"] = bench.bench_rpc(rpc, "daemon.ping", count // 10, count)["p50"]
         res["status_us"] = bench.bench_rpc(rpc, "session.status", count // 10, count)["p50"]
+        rpc.sock.sendall(rpc.line("session.status"))
+        status = json.loads(rpc.reader.readline())
+        res["status_kib"] = len(json.dumps(status, separators=(",", ":"))) / 1024
+        res["floor"] = round_floor(base, status, count, kills)
         res["rss_mib"] = vm_rss(pid)
 
         def victim() -> int:
@@ -199,6 +208,57 @@ def round_sessiond(base: Path, n: int, count: int, kills: int, tag: str) -> dict
         d.stop()
         for pid in marked(base):
             os.kill(pid, signal.SIGKILL)
+
+
+# The least a JSON-RPC server on asyncio does: one line in, one line out.
+FLOOR_SERVER = """
+import asyncio, json, sys
+class Line(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buf = transport, b""
+    def data_received(self, data):
+        self.buf += data
+        while b"\\n" in self.buf:
+            line, self.buf = self.buf.split(b"\\n", 1)
+            ident = json.loads(line)["id"]
+            reply = {"jsonrpc": "2.0", "result": {"pong": True}, "id": ident}
+            self.transport.write(json.dumps(reply).encode() + b"\\n")
+async def main():
+    await asyncio.get_running_loop().create_unix_server(Line, sys.argv[1])
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def round_floor(base: Path, status: object, count: int, kills: int) -> dict[str, float]:
+    path = base / "floor.sock"
+    path.unlink(missing_ok=True)
+    server = subprocess.Popen([bench.PY, "-c", FLOOR_SERVER, str(path)], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()
+        rpc = bench.Rpc(path)
+        res = {"ping_us": bench.bench_rpc(rpc, "daemon.ping", count // 10, count)["p50"]}
+        rpc.close()
+        res["rss_mib"] = vm_rss(server.pid)
+        res["status_us"] = p50_us(lambda: json.dumps(status, separators=(",", ":")), count)
+        res["kill_ms"] = bench.pct([spawn_ms() for _ in range(kills)], 50)
+        res["cli_ms"] = whole([bench.PY, "-c", "import json, socket"], 5)
+        return res
+    finally:
+        server.kill()
+        server.wait()
+
+
+def spawn_ms() -> float:
+    t0 = time.perf_counter()
+    child = subprocess.Popen(["/bin/sleep", "infinity"])
+    until(lambda: child.pid in children(os.getpid()), "the spawned process")
+    took = (time.perf_counter() - t0) * 1000
+    child.kill()
+    child.wait()
+    return took
 
 
 def round_supervisord(sv: Supervisord, n: int, count: int, kills: int) -> dict[str, float]:
@@ -248,6 +308,14 @@ ROWS = (  # label, key, format
 )
 
 
+def floor(res: dict, key: str, fmt: str) -> str:
+    """The machine's floor for a row, from the floor rounds: start is N spawns."""
+    rounds = [r["floor"] for r in res["sessiond"]]
+    if key == "start_ms":
+        return fmt.format(bench.pct([r["kill_ms"] for r in rounds], 50) * res["n"]) + " (N spawns)"
+    return fmt.format(bench.pct([r[key] for r in rounds], 50)) if key in rounds[0] else "—"
+
+
 def report(res: dict) -> None:
     bench.print_head(res, f"against   {res['supervisor']}, {len(res['sessiond'])} rounds")
     rows = []
@@ -256,9 +324,15 @@ def report(res: dict) -> None:
         theirs = bench.pct([r[key] for r in res["supervisord"]], 50)
         rows.append((f"{label} ({res['n']} agents)" if key in ("status_us", "start_ms", "rss_mib")
                      else label, fmt.format(ours), fmt.format(theirs),
-                     f"{theirs / ours:.2f} x"))  # fmt: skip
+                     f"{theirs / ours:.2f} x", floor(res, key, fmt)))  # fmt: skip
     bench.print_table(rows, ("figure (median of the rounds)", "sessiond", "supervisord",
-                             "supervisord / sessiond"))  # fmt: skip
+                             "supervisord / sessiond", "floor"))  # fmt: skip
+    kib = bench.pct([r["status_kib"] for r in res["sessiond"]], 50)
+    print(
+        f"\nfloor: a minimal asyncio NDJSON server (ping, VmRSS), encoding the {kib:.0f} KiB"
+        " status reply once, one Popen of /bin/sleep until it is a child in /proc (kill -9"
+        " → new process; start: N of them), python -c 'import json, socket'"
+    )
 
 
 def options(parser: argparse.ArgumentParser) -> None:
