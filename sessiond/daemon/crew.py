@@ -253,20 +253,25 @@ def agent_wire(agent: Agent, facts: Mapping[str, Any], now: float) -> dict[str, 
     What changes only with the agent's state, run or spec is made once for each of them
     and kept on the agent (`wired`): a status of 200 agents then copies 200 small dicts
     instead of formatting 200 times and describing 200 exits."""
-    return {**_still_part(agent), **dict(zip(MOVING, _moving(agent, facts, now), strict=True))}
+    return _joined(_still_part(agent), _moving(agent, facts, now))
 
 
 def agent_json(agent: Agent, facts: Mapping[str, Any], now: float) -> str:
     """agent_wire's, encoded, and kept on the agent until a field of it changes as sent:
     uptime and the restart countdown go by tenths of a second, CPU and memory by the
     second at most, so a status loop encodes an agent ten times a second at most."""
-    key = (_still_part(agent), *_moving(agent, facts, now))
+    still, moving = _still_part(agent), _moving(agent, facts, now)
+    key = (still, *moving)
     if agent.encoded is None or agent.encoded[0] != key:
-        agent.encoded = key, json.dumps(agent_wire(agent, facts, now), separators=(",", ":"))
+        agent.encoded = key, json.dumps(_joined(still, moving), separators=(",", ":"))
     return agent.encoded[1]
 
 
 MOVING = ("uptime", "restart_in", "cpu_percent", "cpu_seconds", "rss")
+
+
+def _joined(still: dict[str, Any], moving: tuple[Any, ...]) -> dict[str, Any]:
+    return {**still, **dict(zip(MOVING, moving, strict=True))}
 
 
 def _moving(agent: Agent, facts: Mapping[str, Any], now: float) -> tuple[Any, ...]:
