@@ -203,7 +203,7 @@ class Daemon:
         assert self.store is not None  # opened in run(), before the socket exists
         app = App(
             sessions=self.manager, fleet=self.manager.fleet, store=self.store,
-            facts=self.manager.fleet.supervisor.facts, clock=self.clock, about=self.about,
+            facts=self.manager.fleet.gauges.facts, clock=self.clock, about=self.about,
             cluster=self.cluster, config=lambda: self.config, admin_gid=lambda: self.admin_gid,
         )  # fmt: skip
         return Server(app, self._limits(), tg.create_task, self.clock)

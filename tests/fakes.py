@@ -113,8 +113,8 @@ class FakeProcesses:
     def strays(self, keep: set[int]) -> set[int]:
         return set()
 
-    def sample(self, agent: Any) -> dict[str, Any]:
-        return {"cpu_percent": 0.0, "rss": 0, "run_cpu_seconds": 0.0}
+    def usage(self, agent: Any) -> tuple[float, int] | None:
+        return 0.0, 0
 
 
 class RecordingOutlet:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -345,5 +346,33 @@ def test_a_wall_clock_step_moves_no_deadline(tmp_path):
             assert sh.state is State.SUSPENDED
             await sh.at(7200)
             assert sh.state is State.EXPIRED
+
+    run(main)
+
+
+# -- the agents as status sends them ------------------------------------------
+
+
+@pytest.mark.timeout(10)
+def test_the_agents_encoded_for_status_are_their_wire_form_at_every_step(tmp_path):
+    crash = agent("crash", min_uptime=10, backoff_initial=5, labels=("scan",))
+
+    async def main() -> None:
+        async with shell(tmp_path, config(agent("a"), crash)) as sh:
+            await sh.start(error_threshold=100)
+
+            def same() -> None:
+                sent = json.loads(sh.fleet.encoded(sh.session).text)
+                assert sent == sh.fleet.wire(sh.session)
+
+            same()  # just started: nothing sampled yet
+            await sh.at(2.05)
+            same()  # sampled, and 2.1 s of uptime
+            sh.procs.exit(sh.procs.pids("crash")[-1], 1)
+            await sh.at(3.33)
+            same()  # in backoff: its countdown, its exit
+            await sh.at(7.5)
+            same()  # restarted: a new run
+            assert sh.fleet.wire(sh.session)[1]["pid"] == sh.procs.pids("crash")[1]
 
     run(main)

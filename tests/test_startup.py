@@ -58,9 +58,9 @@ def test_at_ready_the_dispatcher_is_loaded_and_nothing_unused(short_tmp):
     finally:
         daemon.stop()
     assert {"sessiond.wire.methods", "jsonrpcserver", "jsonrpcserver.async_dispatcher"} <= loaded
-    # jsonrpcserver's jsonschema validator and HTTP server go unused; psutil waits for the
-    # first agent status, pyroute2 for a session that needs the network; platformdirs has a
-    # stdlib mirror for the daemon's paths.
+    # jsonrpcserver's jsonschema validator and HTTP server go unused; psutil is not used
+    # (gauges.py reads /proc/PID/stat), pyroute2 waits for a session that needs the network;
+    # platformdirs has a stdlib mirror for the daemon's paths.
     unused = {"jsonschema", "http.server", "psutil", "pyroute2", "platformdirs"}
     assert loaded & unused == set()
 

@@ -62,7 +62,7 @@ class App:
         self._sessions = sessions
         self._fleet = fleet
         self._store = store
-        self._facts = facts  # an agent's CPU and memory, as the supervisor samples them
+        self._facts = facts  # an agent's CPU and memory, as last sampled (gauges.py)
         self._clock = clock
         self._cluster = cluster  # whose lock this is, and whether it answers (SPEC §10)
         self._config = config

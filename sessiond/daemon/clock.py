@@ -146,6 +146,8 @@ class SystemClock(Clock):
                 nearest = self._next_at()
                 if nearest is not None:
                     handle = loop.call_at(nearest, self._wake.set)
+                if self._wake.is_set():  # armed meanwhile and due at once: the loop's
+                    await asyncio.sleep(0)  # ready callbacks (replies, I/O) run first
                 await self._wake.wait()
                 self._wake.clear()
                 if handle is not None:

@@ -257,17 +257,23 @@ def agent_wire(agent: Agent, facts: Mapping[str, Any], now: float) -> dict[str, 
 
 
 def agent_json(agent: Agent, facts: Mapping[str, Any], now: float) -> str:
-    """agent_wire's, encoded, and kept on the agent until a field of it changes as sent:
-    uptime and the restart countdown go by tenths of a second, CPU and memory by the
-    second at most, so a status loop encodes an agent ten times a second at most."""
-    still, moving = _still_part(agent), _moving(agent, facts, now)
-    key = (still, *moving)
-    if agent.encoded is None or agent.encoded[0] != key:
-        agent.encoded = key, json.dumps(_joined(still, moving), separators=(",", ":"))
-    return agent.encoded[1]
+    """agent_wire's, encoded: the part one run in one state keeps is encoded once and
+    kept on the agent (`encoded`), the moving figures are written after it each time;
+    so a status of 200 agents a tenth of a second after the last costs 200 formats of
+    five numbers, not 200 encodings."""
+    still = _still_part(agent)
+    if agent.encoded is None or agent.encoded[0] is not still:
+        agent.encoded = still, json.dumps(still, separators=(",", ":"))[:-1]  # no "}" yet
+    return agent.encoded[1] + _MOVING_JSON.format(*map(_number, _moving(agent, facts, now)))
+
+
+def _number(value: float | None) -> str:
+    """A figure as JSON writes it (repr of an int or a finite float)."""
+    return "null" if value is None else repr(value)
 
 
 MOVING = ("uptime", "restart_in", "cpu_percent", "cpu_seconds", "rss")
+_MOVING_JSON = "".join(f',"{key}":{{}}' for key in MOVING) + "}}"  # a format: "}}" is "}"
 
 
 def _joined(still: dict[str, Any], moving: tuple[Any, ...]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from sessiond.daemon.crew import (
     signal_param,
     spec_from_dict,
 )
+from sessiond.daemon.gauges import Gauges
 from sessiond.daemon.journal import Journal
 from sessiond.daemon.ledger import Ledger
 from sessiond.daemon.processes import Processes
@@ -84,7 +85,8 @@ class Fleet:
         )
         self.logs = logs.Followers(self._lines, self._wanted, clock)
         self.ledger = Ledger(journal, clock)
-        self.roster = Roster(crew, self.store, self.supervisor, clock)
+        self.gauges = Gauges(processes, clock)
+        self.roster = Roster(crew, self.store, self.gauges, clock)
         self.wire, self.encoded = self.roster.wire, self.roster.encoded
 
     # -- Hooks ---------------------------------------------------------------

@@ -13,7 +13,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from sessiond.core.settings import AgentSpec
 from sessiond.daemon import procs
@@ -29,7 +29,7 @@ class Agent(Protocol):
     cwd: str
     env: dict[str, str]
     pid: int | None
-    stats: Any
+    start_ticks: int | None
 
 
 class CwdRefused(OSError):
@@ -110,23 +110,9 @@ class Processes:
     def strays(self, keep: set[int]) -> set[int]:
         return procs.strays(keep)
 
-    def sample(self, agent: Agent) -> dict[str, Any]:
-        """CPU% and RSS of the agent's process, and the CPU seconds of this run."""
-        import psutil  # noqa: PLC0415 -- loaded on the first status that shows agents
-
-        try:
-            if agent.stats is None or agent.stats.pid != agent.pid:
-                agent.stats = psutil.Process(agent.pid)
-            with agent.stats.oneshot():
-                times = agent.stats.cpu_times()
-                return {
-                    "cpu_percent": agent.stats.cpu_percent(None),
-                    "rss": agent.stats.memory_info().rss,
-                    "run_cpu_seconds": times.user + times.system
-                    + times.children_user + times.children_system,
-                }  # fmt: skip
-        except psutil.Error:
-            return {"cpu_percent": None, "rss": None, "run_cpu_seconds": None}
+    def usage(self, agent: Agent) -> tuple[float, int] | None:
+        """The CPU seconds of this run of the agent's process, and its RSS (procs.usage)."""
+        return procs.usage(agent.pid, agent.start_ticks) if agent.pid is not None else None
 
 
 def _popen_as(agent: Agent, out: int, err: int) -> subprocess.Popen[bytes]:

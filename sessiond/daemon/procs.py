@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 
 PR_SET_CHILD_SUBREAPER = 36
+_TICK, _PAGE = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
 KILL_WAIT = 2.0  # seconds for a SIGKILLed process to be gone, before going on
 
 
@@ -52,13 +53,23 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+def usage(pid: int, start_ticks: int | None) -> tuple[float, int] | None:
+    """(CPU seconds, resident bytes) of a process, from one read of /proc/PID/stat: its
+    user and system time and that of the children it waited for (psutil's cpu_times
+    summed), and its RSS; None if it is gone or its pid now names another process."""
+    fields = _stat_fields(pid)
+    if fields is None or int(fields[19]) != start_ticks:
+        return None
+    return sum(map(int, fields[11:15])) / _TICK, int(fields[21]) * _PAGE
+
+
 def age(pid: int) -> float:
     """Seconds since the process started (0 if it is gone)."""
     ticks = start_time(pid)
     if ticks is None:
         return 0.0
     since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
-    return max(0.0, since_boot - ticks / os.sysconf("SC_CLK_TCK"))
+    return max(0.0, since_boot - ticks / _TICK)
 
 
 def process_group(pid: int) -> int | None:

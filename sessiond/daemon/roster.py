@@ -14,14 +14,14 @@ from sessiond.core.raw import Raw
 from sessiond.core.records import Session
 from sessiond.daemon.clock import Clock
 from sessiond.daemon.crew import Crew, agent_json, agent_wire
+from sessiond.daemon.gauges import Gauges
 from sessiond.daemon.ledger import stored_wire
 from sessiond.daemon.store import Store
-from sessiond.daemon.supervisor import Supervisor
 
 
 class Roster:
-    def __init__(self, crew: Crew, store: Store, supervisor: Supervisor, clock: Clock) -> None:
-        self.crew, self.store, self.supervisor, self.clock = crew, store, supervisor, clock
+    def __init__(self, crew: Crew, store: Store, gauges: Gauges, clock: Clock) -> None:
+        self.crew, self.store, self.gauges, self.clock = crew, store, gauges, clock
         self.changes = 0  # agent changes so far: what encoded() keeps is of one count
         self._encoded: tuple[tuple[Any, ...], Raw] | None = None
 
@@ -30,7 +30,7 @@ class Roster:
         if not agents and not session.state.live:
             return [stored_wire(r, session.name) for r in self.store.agents(session.id)]
         now = self.clock.monotonic()
-        return [agent_wire(a, self.supervisor.facts(a, now), now) for a in agents]
+        return [agent_wire(a, self.gauges.facts(a, now), now) for a in agents]
 
     def encoded(self, session: Session) -> Raw | list[dict[str, Any]]:
         """wire()'s, encoded, for status and agent.list: made again after any change of
@@ -43,7 +43,7 @@ class Roster:
         agents = self.crew.agents(session.id)
         if not agents:
             return self.wire(session)
-        facts = self.supervisor.facts
+        facts = self.gauges.facts
         found = Raw("[" + ",".join(agent_json(a, facts(a, now), now) for a in agents) + "]")
         self._encoded = key, found
         return found

@@ -44,7 +44,6 @@ from sessiond.daemon.clock import Clock, Timer
 from sessiond.daemon.processes import CwdRefused, Processes
 
 log = logging.getLogger("sessiond.agents")
-FACTS_MAX_AGE = 1.0  # seconds a sample of an agent's CPU and memory is shown for
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -96,11 +95,10 @@ class Agent:
     signal_sent: bool = False
     timer: Timer | None = None
     ended: asyncio.Future[int | None] | None = None
-    stats: Any = None  # psutil.Process, made on first use
     checkpoint: str | None = None  # the file SESSIOND_CHECKPOINT names
-    facts: tuple[float, int, dict[str, Any]] | None = None  # (sampled at, pid, figures)
+    facts: tuple[float, dict[str, Any]] | None = None  # (sampled at, figures): gauges.py
     wired: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # crew.agent_wire's, by run
-    encoded: tuple[tuple[Any, ...], str] | None = None  # crew.agent_json's, by what it shows
+    encoded: tuple[dict[str, Any], str] | None = None  # crew.agent_json's still part
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -134,7 +132,7 @@ class Supervisor:
             os.close(err)
         agent.pid, agent.start_ticks = pid, self.procs.start_time(pid)
         agent.started_mono, agent.started_at = self.clock.monotonic(), self.clock.wall()
-        agent.signal_sent, agent.stats = False, None  # exit_code stays: the last run's
+        agent.signal_sent = False  # exit_code stays: the last run's
         agent.ended = asyncio.get_running_loop().create_future()
         self.by_pid[pid] = agent
         agent.state = step(agent.state, AgentEvent.SPAWNED)
@@ -304,36 +302,6 @@ class Supervisor:
         if agents:
             census = self.procs.census()  # one pass over /proc for all of them
             await asyncio.gather(*(self.stop(a, census) for a in agents))
-
-    # -- facts ---------------------------------------------------------------
-
-    def facts(self, agent: Agent, now: float | None = None) -> dict[str, Any]:
-        """CPU% and RSS, sampled only when asked and at most once a second;
-        `cpu_seconds`, the CPU time of every run of the agent so far, which never falls.
-
-        Reading /proc for 200 agents costs ~14 ms here; a status loop or a
-        terminal refreshing every 100 ms gets the figures of the last second.
-        `cpu_seconds` adds the current run's user and system time (and that of
-        the children it waited for) to what the runs before it had used when
-        last sampled: a run's CPU after its last sample is not seen, and the sum
-        starts again with a new daemon (as an exporter's counters do).
-        """
-        sampled_at, _, before = agent.facts or (0.0, 0, None)
-        if agent.pid is None:
-            spent = before["cpu_seconds"] if before is not None else None
-            return {"cpu_percent": None, "rss": None, "cpu_seconds": spent}
-        now, run = self.clock.monotonic() if now is None else now, (agent.pid, agent.start_ticks)
-        same_run = before is not None and before["run"] == run
-        if before is not None and same_run and now - sampled_at < FACTS_MAX_AGE:
-            return before
-        last = (before["cpu_seconds"] or 0.0) if before is not None else 0.0
-        base = before["cpu_before"] if before is not None and same_run else last  # earlier runs
-        found = self.procs.sample(agent)
-        used = found.pop("run_cpu_seconds")
-        spent = max(last, round(base + (used or 0.0), 3))
-        found |= {"cpu_seconds": spent, "cpu_before": base, "run": run}
-        agent.facts = (now, agent.pid, found)
-        return found
 
 
 def _spawn_failure(agent: Agent, exc: Exception) -> tuple[str, str, str]:

@@ -97,7 +97,7 @@ SCHEMAS: dict[str, Schema] = {
         "restart_in": null_or({**NUM, "description": "in backoff: seconds to the next start"}),
         "restarts": {**INT, "description": "automatic restarts in this session; never falls"},
         "exit_code": null_or({**INT, "description": ">= 0 a status, -N killed by signal N"}),
-        "cpu_percent": null_or({**NUM, "description": "since the previous ask (psutil)"}),
+        "cpu_percent": null_or({**NUM, "description": "of one CPU, since the previous sample"}),
         "rss": null_or({**INT, "description": "resident memory, bytes"}),
         "labels": STRS, "command": STRS, "uid": INT,
         "restart": enum([p.value for p in RestartPolicy]),
