@@ -110,16 +110,23 @@ class Daemon:
         self.bound_socket = False
         self.netwatch: asyncio.Task[None] | None = None
         self.listening: socket.socket | None = None
+        self._about: tuple[DaemonPaths, dict[str, Any]] | None = None
 
     def about(self) -> dict[str, Any]:
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "uptime": round(self.clock.monotonic() - self.started, 3),
-            "mode": "user" if self.user_mode else "system",
-            "socket": str(self.paths.socket),
-            "state_dir": str(self.paths.state_dir),
-        }
+        """The daemon in a ping or a status; all but the uptime made once for its paths
+        (systemd's socket may replace them at start), as a ping is little else."""
+        if self._about is None or self._about[0] is not self.paths:
+            self._about = (
+                self.paths,
+                {
+                    "version": __version__,
+                    "pid": os.getpid(),
+                    "mode": "user" if self.user_mode else "system",
+                    "socket": str(self.paths.socket),
+                    "state_dir": str(self.paths.state_dir),
+                },
+            )
+        return {**self._about[1], "uptime": round(self.clock.monotonic() - self.started, 3)}
 
     def cluster(self) -> dict[str, Any]:
         """Whose lock this daemon shares (SPEC §10), and whether it answers."""

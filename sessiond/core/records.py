@@ -11,6 +11,7 @@ import datetime as dt
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -183,6 +184,15 @@ class Session:
         )  # fmt: skip
 
     def to_wire(self) -> dict[str, Any]:
+        """The session on the wire, but its agents and error count, which the shell puts
+        in (a fresh top level and `errors`, so it may; what is below is shared)."""
+        made = self._wire
+        return {**made, "errors": {**made["errors"]}}
+
+    @cached_property
+    def _wire(self) -> dict[str, Any]:
+        """Made once: a snapshot never changes, and a status loop asks for the same one
+        (its nine times and the settings cost ~30 us to write out)."""
         s = self.settings
         live = self.state.live
         return {
