@@ -113,8 +113,7 @@ class Daemon:
         self._about: tuple[DaemonPaths, dict[str, Any]] | None = None
 
     def about(self) -> dict[str, Any]:
-        """The daemon in a ping or a status; all but the uptime made once for its paths
-        (systemd's socket may replace them at start), as a ping is little else."""
+        """The daemon in a ping or a status: but its uptime, made once for its paths."""
         if self._about is None or self._about[0] is not self.paths:
             self._about = (
                 self.paths,
@@ -314,6 +313,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         if os.environ.get(HANG_SWITCH) == "1":
             loop.add_signal_handler(signal.SIGUSR2, hang)
+        procs.wake_only()  # after the last add_signal_handler, which sets the fd anew
 
     def _on_stop_signal(self, name: str) -> None:
         logger.info("%s received: shutting down", name)

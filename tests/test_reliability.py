@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 from collections.abc import Callable
 
+import pytest
 from test_agents import SLEEPER, agent, agents_of, alive, marked_processes, proc_state
 
 from harness import wait_for
@@ -139,3 +141,24 @@ def test_agents_of_another_daemon_are_not_orphans(make_daemon):
     second = make_daemon(name="two")
     assert second.call("session.status")["orphans"] == []
     assert len(marked_processes(first)) == 3
+
+
+@pytest.mark.timeout(120)
+def test_a_stop_of_1000_agents_ends_them_all_and_writes_no_python_noise(make_daemon):
+    # Their SIGCHLDs, all within one callback, overfill the loop's wakeup socket: Python
+    # wrote 'Exception ignored when trying to write to the signal wakeup fd' and a
+    # traceback for each one past the first ~700, and could spin there (procs.wake_only).
+    names = [f"s{i:04d}" for i in range(1000)]
+    config = "".join(f'[agents.{n}]\ncommand = ["/bin/sleep", "infinity"]\n' for n in names)
+    daemon = make_daemon(config + f"[templates.t]\nagents = {json.dumps(names)}\n"
+                         "max_agents = 1000\n")  # fmt: skip
+    daemon.call("session.start", name="s", template="t")
+
+    def every_pid() -> list[int] | None:
+        found = [a["pid"] for a in daemon.call("agent.list") if a["pid"]]
+        return found if len(found) == len(names) else None
+
+    running = wait_for(every_pid, timeout=60, what="1,000 agents running")
+    assert daemon.stop() == 0
+    assert not any(alive(pid) for pid in running)
+    assert "Exception ignored" not in daemon.log()
