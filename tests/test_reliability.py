@@ -51,7 +51,7 @@ def run_counter(daemon, cwd) -> Callable[[], int]:
     log = daemon.state_dir / "logs" / session["id"] / "counter.log"
 
     def last() -> int:
-        lines = log.read_text().split()
+        lines = log.read_text().split() if log.exists() else []  # the keeper makes it
         return int(lines[-1]) if lines else -1
 
     return last

@@ -10,6 +10,7 @@ of uid (supervisor._popen_as), so the kernel checks it with the agent's rights.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pwd
@@ -233,10 +234,11 @@ def signal_param(value: str | int | None) -> int:
         ) from None
 
 
-def spec_to_dict(spec: AgentSpec) -> dict[str, Any]:
-    found = dataclasses.asdict(spec)
-    found["restart"] = spec.restart.value
-    return found
+@functools.lru_cache(maxsize=4096)
+def spec_json(spec: AgentSpec) -> str:
+    """The spec as the store keeps it, encoded once: each agent row written again (three
+    times in a start) wrote it anew, and asdict is 30 of a start's µs per agent."""
+    return json.dumps({**dataclasses.asdict(spec), "restart": spec.restart.value})
 
 
 def spec_from_dict(found: Mapping[str, Any]) -> AgentSpec:

@@ -15,7 +15,7 @@ from typing import Any
 from sessiond.core.events import Kind
 from sessiond.core.records import rfc3339
 from sessiond.daemon.clock import Clock
-from sessiond.daemon.crew import spec_to_dict
+from sessiond.daemon.crew import spec_json
 from sessiond.daemon.journal import Journal
 from sessiond.daemon.supervisor import Agent
 from sessiond.errors import StorageError
@@ -94,7 +94,7 @@ class Ledger:
 
 def _agent_row(agent: Agent) -> dict[str, Any]:
     return {
-        "session_id": agent.session_id, "name": agent.name, "spec": spec_to_dict(agent.spec),
+        "session_id": agent.session_id, "name": agent.name, "spec": spec_json(agent.spec),
         "uid": agent.uid, "gid": agent.gid, "groups": list(agent.groups), "token": agent.token,
         "cwd": agent.cwd, "env": agent.env, "state": agent.state.value,
         "desired": agent.desired.value,

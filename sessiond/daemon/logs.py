@@ -173,8 +173,7 @@ class KeeperLink:
     def pipes(self, key: str, path: Path) -> tuple[int, int]:
         """New pipes for an agent run: their write ends, for its stdout and its stderr."""
         self.attach()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))  # there at once
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the keeper makes the file
         ends = []
         for stream in STREAMS:
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
