@@ -4,6 +4,7 @@ what the next ones do; and start-up loads only what serving needs."""
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -58,11 +59,29 @@ def test_at_ready_the_dispatcher_is_loaded_and_nothing_unused(short_tmp):
     finally:
         daemon.stop()
     assert {"sessiond.wire.methods", "jsonrpcserver", "jsonrpcserver.async_dispatcher"} <= loaded
-    # jsonrpcserver's jsonschema validator and HTTP server go unused; psutil is not used
-    # (gauges.py reads /proc/PID/stat), pyroute2 waits for a session that needs the network;
-    # platformdirs has a stdlib mirror for the daemon's paths.
-    unused = {"jsonschema", "http.server", "psutil", "pyroute2", "platformdirs"}
+    # jsonrpcserver's jsonschema validator and HTTP server go unused, and of oslash all
+    # but Either; psutil is not used (gauges.py reads /proc/PID/stat), pyroute2 waits for a
+    # session that needs the network; platformdirs has a stdlib mirror for the daemon's paths.
+    unused = {"jsonschema", "http.server", "psutil", "pyroute2", "platformdirs",
+              "oslash.state", "oslash.list", "oslash.ioaction", "oslash._version"}  # fmt: skip
+    assert "oslash.either" in loaded
     assert loaded & unused == set()
+
+
+def test_oslash_is_whole_to_whoever_imports_it_after_the_dispatcher():
+    code = (
+        "import sessiond.wire.dispatch, sys\n"
+        "from jsonrpcserver.result import Right\n"
+        "assert 'oslash.state' not in sys.modules\n"
+        "import oslash\n"
+        "from oslash import Just, State\n"
+        "assert oslash.Right is Right and oslash.either.Right is Right\n"
+        "print(Just(3), oslash.__version__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd="/")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Just 3 ")
 
 
 @pytest.mark.parametrize("xdg", [None, "/somewhere/state", "relative/state", ""])

@@ -10,6 +10,8 @@ they are ever called (`jsonrpcserver_lean`).
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
+import importlib.util
 import sys
 import types
 from collections.abc import Iterator
@@ -57,6 +59,29 @@ def _stand_ins() -> dict[str, types.ModuleType]:
             "jsonrpcserver.server": http}  # fmt: skip
 
 
+def _oslash_lazy() -> None:
+    """oslash, its package's own code run on first use of a name it defines.
+
+    jsonrpcserver uses oslash.either alone, and `import oslash` loads every monad of the
+    library and its version machinery (~8 ms before READY). This is the real package,
+    from its spec, whose submodules (oslash.either and what it imports) load from their
+    files as ever; the first name asked of it that they did not set (oslash.Maybe, say)
+    runs its __init__ in it then, so a later user gets all of oslash, the same classes.
+    """
+    spec = importlib.machinery.PathFinder.find_spec("oslash")
+    if "oslash" in sys.modules or spec is None or spec.loader is None:
+        return
+    package = importlib.util.module_from_spec(spec)
+
+    def complete(name: str) -> Any:
+        del package.__dict__["__getattr__"]
+        spec.loader.exec_module(package)  # type: ignore[union-attr]
+        return getattr(package, name)
+
+    package.__dict__["__getattr__"] = complete
+    sys.modules["oslash"] = package
+
+
 @contextlib.contextmanager
 def jsonrpcserver_lean() -> Iterator[None]:
     """Import jsonrpcserver with `_stand_ins()` in place of what it does not need loaded.
@@ -68,6 +93,7 @@ def jsonrpcserver_lean() -> Iterator[None]:
     stand_ins = {name: module for name, module in _stand_ins().items()
                  if name.split(".")[0] not in sys.modules}  # fmt: skip
     sys.modules |= stand_ins
+    _oslash_lazy()
     try:
         yield
     finally:
