@@ -47,15 +47,25 @@ def in_loop(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]
     return lambda: asyncio.run(test())
 
 
+def one_agent() -> tuple[FakeClock, Usage, Gauges, SimpleNamespace]:
+    clock, procs = FakeClock(), Usage()
+    return clock, procs, Gauges(procs, clock), running(100, clock.monotonic())  # type: ignore[arg-type]
+
+
+async def look_after(seconds: float, clock: FakeClock, gauges: Gauges, worker) -> None:
+    """A look `seconds` on, and the loop's next turn, which reads what it asked for."""
+    await clock.advance(seconds)
+    gauges.facts(worker)
+    await clock.advance(0)
+
+
 def figures(found: dict) -> dict:
     return {k: found[k] for k in ("cpu_percent", "rss", "cpu_seconds")}
 
 
 @in_loop
 async def test_a_look_reads_nothing_and_the_next_one_shows_what_was_read():
-    clock, procs = FakeClock(), Usage()
-    gauges = Gauges(procs, clock)  # type: ignore[arg-type]
-    worker = running(100, clock.monotonic())
+    clock, procs, gauges, worker = one_agent()
     procs.used[100] = (2.0, 4096)
     await clock.advance(4)
     assert figures(gauges.facts(worker)) == {**NONE, "cpu_seconds": None}
@@ -64,25 +74,17 @@ async def test_a_look_reads_nothing_and_the_next_one_shows_what_was_read():
     assert procs.asked == [100]
     # 2 s of CPU in the 4 s since it started: 50 % of one CPU
     assert figures(gauges.facts(worker)) == {"cpu_percent": 50.0, "rss": 4096, "cpu_seconds": 2.0}
-    await clock.advance(MAX_AGE / 2)
-    gauges.facts(worker)
-    await clock.advance(0)
+    await look_after(MAX_AGE / 2, clock, gauges, worker)
     assert procs.asked == [100]  # under a second old: shown again, not read again
 
 
 @in_loop
 async def test_cpu_is_since_the_last_sample_and_the_total_never_falls_across_runs():
-    clock, procs = FakeClock(), Usage()
-    gauges = Gauges(procs, clock)  # type: ignore[arg-type]
-    worker = running(100, clock.monotonic())
+    clock, procs, gauges, worker = one_agent()
     procs.used[100] = (1.0, 4096)
-    await clock.advance(2)
-    gauges.facts(worker)
-    await clock.advance(0)
+    await look_after(2, clock, gauges, worker)
     procs.used[100] = (1.25, 8192)
-    await clock.advance(1)
-    gauges.facts(worker)
-    await clock.advance(0)
+    await look_after(1, clock, gauges, worker)
     assert figures(gauges.facts(worker)) == {"cpu_percent": 25.0, "rss": 8192, "cpu_seconds": 1.25}
     worker.pid, worker.start_ticks, worker.started_mono = 200, 2000, clock.monotonic()
     # The new run is not sampled yet: no percent, no memory, and the sum so far.
@@ -90,9 +92,7 @@ async def test_cpu_is_since_the_last_sample_and_the_total_never_falls_across_run
     procs.used[200] = (0.0, 4096)
     await clock.advance(0)  # read as it starts: nothing used yet
     procs.used[200] = (0.5, 4096)
-    await clock.advance(1)
-    gauges.facts(worker)
-    await clock.advance(0)
+    await look_after(1, clock, gauges, worker)
     assert figures(gauges.facts(worker)) == {"cpu_percent": 50.0, "rss": 4096, "cpu_seconds": 1.75}
     worker.pid = None
     assert figures(gauges.facts(worker)) == {**NONE, "cpu_seconds": 1.75}
@@ -100,17 +100,11 @@ async def test_cpu_is_since_the_last_sample_and_the_total_never_falls_across_run
 
 @in_loop
 async def test_a_process_gone_before_its_sample_keeps_the_last_figures():
-    clock, procs = FakeClock(), Usage()
-    gauges = Gauges(procs, clock)  # type: ignore[arg-type]
-    worker = running(100, clock.monotonic())
+    clock, procs, gauges, worker = one_agent()
     procs.used[100] = (1.0, 4096)
-    await clock.advance(2)
-    gauges.facts(worker)
-    await clock.advance(0)
+    await look_after(2, clock, gauges, worker)
     del procs.used[100]  # it exited; its SIGCHLD is on its way
-    await clock.advance(2)
-    gauges.facts(worker)
-    await clock.advance(0)
+    await look_after(2, clock, gauges, worker)
     assert figures(gauges.facts(worker)) == {"cpu_percent": 50.0, "rss": 4096, "cpu_seconds": 1.0}
 
 

@@ -42,14 +42,12 @@ class Gauges:
         """`cpu_percent`, `rss` and `cpu_seconds` of the agent's last sample; no I/O."""
         now = self.clock.monotonic() if now is None else now
         sampled_at, before = agent.facts or (0.0, None)
-        spent = before["cpu_seconds"] if before is not None else None
-        if agent.pid is None:
-            return {"cpu_percent": None, "rss": None, "cpu_seconds": spent}
         this_run = before is not None and before["run"] == (agent.pid, agent.start_ticks)
-        if not this_run or now - sampled_at >= MAX_AGE:
+        if agent.pid is not None and (not this_run or now - sampled_at >= MAX_AGE):
             self._ask(agent)
         if before is not None and this_run:
             return before
+        spent = before["cpu_seconds"] if before is not None else None  # of earlier runs
         return {"cpu_percent": None, "rss": None, "cpu_seconds": spent}
 
     def _ask(self, agent: Agent) -> None:

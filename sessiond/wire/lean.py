@@ -68,8 +68,10 @@ def _oslash_lazy() -> None:
     files as ever; the first name asked of it that they did not set (oslash.Maybe, say)
     runs its __init__ in it then, so a later user gets all of oslash, the same classes.
     """
+    if "oslash" in sys.modules:
+        return
     spec = importlib.machinery.PathFinder.find_spec("oslash")
-    if "oslash" in sys.modules or spec is None or spec.loader is None:
+    if spec is None or spec.loader is None:
         return
     package = importlib.util.module_from_spec(spec)
 
