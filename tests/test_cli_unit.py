@@ -1447,3 +1447,15 @@ def test_sessionc_status_imports_only_what_it_needs(short_tmp: Path) -> None:
     imported = imported_by(["--socket", socket_path, "history", "-n", "3"])  # argparse's turn
     assert "argparse" in imported
     assert not imported & {"shutil", "bz2", "lzma"}, sorted(imported)
+
+
+def test_showing_a_time_leaves_the_pure_python_datetime_unloaded() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-c", "import sys; from sessiond.cli import show; "
+         "print(show.fmt_clock('2026-12-03T11:54:29.123Z', seconds=True)); "
+         "print(show.parse_time('2026-12-03T11:54:29.123Z').timestamp()); "
+         "print('datetime' in sys.modules)"],
+        cwd=REPO, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.split()  # fmt: skip
+    when = datetime.datetime(2026, 12, 3, 11, 54, 29, 123000, datetime.UTC)
+    assert shown == [when.astimezone().strftime("%H:%M:%S"), str(when.timestamp()), "False"]
