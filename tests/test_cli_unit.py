@@ -33,7 +33,7 @@ from sessiond.cli.commands import parse_duration
 from sessiond.cli.main import main
 from sessiond.cli.show import fmt_bytes, fmt_duration, fmt_exit, fmt_relative, status_lines
 from sessiond.core import settings, units
-from sessiond.errors import EXIT_CODES, exit_code_for
+from sessiond.errors import EXIT_CODES, EXIT_FAILURE, exit_code_for
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_795_000_000.0  # a fixed "now" for relative times
@@ -1459,3 +1459,42 @@ def test_showing_a_time_leaves_the_pure_python_datetime_unloaded() -> None:
     ).stdout.split()  # fmt: skip
     when = datetime.datetime(2026, 12, 3, 11, 54, 29, 123000, datetime.UTC)
     assert shown == [when.astimezone().strftime("%H:%M:%S"), str(when.timestamp()), "False"]
+
+
+# ---------------------------------------------------------------- sessionc's exit
+
+
+def sessionc_into(stdout: int, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """`python -m sessiond.cli ARGV` with its stdout on `stdout`, buffered as by default."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.run(
+        [sys.executable, "-m", "sessiond.cli", *argv], cwd=REPO, env=env, stdout=stdout,
+        stderr=subprocess.PIPE, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_output_to_a_reader_gone_ends_quietly_with_failure(short_tmp: Path) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader of `sessionc … | head` has left
+    try:
+        proc = sessionc_into(write, ["--socket", str(short_tmp / "none.sock"), "--json", "status"])
+    finally:
+        os.close(write)
+    assert proc.returncode == EXIT_FAILURE
+    said = proc.stderr.splitlines()  # what sessionc has to say of the socket, and no traceback
+    assert [said[0].split(" at ")[0], said[-1].split(" ")[0]] == [
+        "sessionc: unable to reach sessiond",
+        "hint:",
+    ]
+    assert len(said) == 2, said
+
+
+def test_output_to_a_full_disk_says_so(short_tmp: Path) -> None:
+    with open("/dev/full", "wb") as full:
+        proc = sessionc_into(
+            full.fileno(), ["--socket", str(short_tmp / "none.sock"), "--json", "status"]
+        )
+    assert proc.returncode == EXIT_FAILURE
+    said = proc.stderr.splitlines()  # the socket's complaint, then the output's
+    assert said[-1] == "sessionc: cannot write the output: No space left on device", said
+    assert len(said) == 3, said

@@ -1,7 +1,5 @@
 """python -m sessiond.cli: sessionc."""
 
-import sys
+from sessiond.cli.main import entry
 
-from sessiond.cli.main import main
-
-sys.exit(main())
+entry()

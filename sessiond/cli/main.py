@@ -86,7 +86,7 @@ TYPE_CHECKING = False  # typing and dataclasses would cost every sessionc start 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterable
-    from typing import IO, Any
+    from typing import IO, Any, NoReturn
 
     from sessiond.cli.calls import Handler
 
@@ -378,5 +378,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def entry() -> NoReturn:
+    """The `sessionc` command: main(), its output flushed, then out at once.
+
+    os._exit skips the interpreter's teardown, which frees every module and object one by
+    one: 3 ms of the 30 ms of a `sessionc status` on the 2-core test machine, for nothing,
+    since sessionc registers no atexit handler and the kernel closes its socket.
+    """
+    status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # as in main: the reader left early
+        status = EXIT_FAILURE
+    except OSError as exc:  # a full disk under `sessionc status > file`
+        say(f"sessionc: cannot write the output: {exc.strerror}", file=sys.stderr)
+        status = EXIT_FAILURE
+    os._exit(status)  # stderr is line-buffered: what was said to it is out
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
