@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -197,6 +198,44 @@ def test_logs_show_what_an_agent_printed_and_follow_new_lines(daemon, short_tmp)
     assert note["method"] == "log"
     assert note["params"]["agent"] == "talker"
     assert note["params"]["line"].startswith("line ")
+
+
+WAITER = """
+import sys, time
+open(sys.argv[1]).readline()  # silent until it is told
+print("late", flush=True)
+time.sleep(3600)
+"""
+
+
+def writer_of(fifo: Path) -> int | None:
+    """The FIFO's write end once its reader has it open, else None."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: nobody reads it yet
+        return None
+
+
+def test_a_silent_agent_has_no_log_file_and_its_followers_get_its_first_line(daemon, short_tmp):
+    session = daemon.call("session.start", name="s")
+    fifo = short_tmp / "go"
+    os.mkfifo(fifo)
+    daemon.call("agent.run", command=[sys.executable, "-c", WAITER, str(fifo)], name="quiet")
+    told = wait_for(lambda: writer_of(fifo), what="the agent to open its FIFO")
+    log = daemon.state_dir / "logs" / session["id"] / "quiet.log"
+    assert not log.exists()  # the keeper makes it at the first output
+    assert daemon.call("logs.tail", agent="quiet", lines=5)["lines"] == []
+
+    sock, buf = raw_connection(daemon.socket), bytearray()
+    sock.sendall(b'{"jsonrpc":"2.0","id":1,"method":"subscribe",'
+                 b'"params":{"topics":["logs:quiet"]}}\n')  # fmt: skip
+    assert read_line(sock, buf)["result"] == {"topics": ["logs:quiet"]}
+    assert log.exists() and log.stat().st_size == 0  # made empty, for inotify to watch
+    os.write(told, b"go\n")
+    os.close(told)
+    note = read_line(sock, buf)
+    assert (note["method"], note["params"]["agent"]) == ("log", "quiet")
+    assert note["params"]["line"].endswith("late")
 
 
 def test_report_from_inside_an_agent_adds_metrics(daemon):

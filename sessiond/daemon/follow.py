@@ -34,7 +34,7 @@ class Follower:
 
     def __init__(self, key: str, path: Path) -> None:
         self.key, self.path = key, path
-        self.file = _open_at_end(path)
+        self.file = _open_at_end(path) or _made(path)
         self.partial = b""
         self.wd: int | None = None  # its inotify watch, while one is set
         self.timer: Timer | None = None
@@ -195,6 +195,13 @@ def _open_at_end(path: Path, at_end: bool = True) -> IO[bytes] | None:
     if at_end:
         file.seek(0, os.SEEK_END)
     return file
+
+
+def _made(path: Path) -> IO[bytes] | None:
+    """An empty log, for inotify to watch: the keeper makes a log at its agent's first output."""
+    with contextlib.suppress(OSError):  # no directory yet: Followers look again, paced
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    return _open_at_end(path)
 
 
 def _rotated(path: Path, file: IO[bytes]) -> bool:
