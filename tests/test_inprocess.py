@@ -376,3 +376,26 @@ def test_the_agents_encoded_for_status_are_their_wire_form_at_every_step(tmp_pat
             assert sh.fleet.wire(sh.session)[1]["pid"] == sh.procs.pids("crash")[1]
 
     run(main)
+
+
+def test_a_run_s_start_time_is_read_after_the_spawn_and_before_its_row_is_written(tmp_path):
+    crash = agent("crash", min_uptime=10, backoff_initial=5)
+
+    async def main() -> None:
+        async with shell(tmp_path, config(crash)) as sh:
+            await sh.start(error_threshold=100)
+            first = sh.fleet.crew.get(sh.session.id, "crash")
+            assert first is not None and first.pid is not None
+            assert first.start_ticks is None  # not read while the exec may still run
+            await sh.at(0)
+            (row,) = sh.store.agents(sh.session.id)
+            assert (row["pid"], row["start_ticks"]) == (first.pid, first.start_ticks)
+            assert first.start_ticks == sh.procs.start_time(first.pid)  # the fake's ticks
+
+            sh.procs.exit(first.pid, 1)
+            await sh.at(5.5)  # restarted after its backoff: a new run, read anew
+            (row,) = sh.store.agents(sh.session.id)
+            assert row["pid"] == sh.procs.pids("crash")[1]
+            assert row["start_ticks"] == sh.procs.start_time(row["pid"])
+
+    run(main)

@@ -84,7 +84,7 @@ class Fleet:
             crew.state_dir, log_max_bytes, log_files, self._known_logs, clock
         )
         self.logs = logs.Followers(self._lines, self._wanted, clock)
-        self.ledger = Ledger(journal, clock)
+        self.ledger = Ledger(journal, clock, self.supervisor.read_starts)
         self.gauges = Gauges(processes, clock)
         self.roster = Roster(crew, self.store, self.gauges, clock)
         self.wire, self.encoded = self.roster.wire, self.roster.encoded

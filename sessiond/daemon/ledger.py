@@ -10,6 +10,7 @@ a second later (SPEC §6.2); a bug in one row costs only that row.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sessiond.core.events import Kind
@@ -24,8 +25,9 @@ log = logging.getLogger("sessiond")
 
 
 class Ledger:
-    def __init__(self, journal: Journal, clock: Clock) -> None:
+    def __init__(self, journal: Journal, clock: Clock, read_starts: Callable[[], None]) -> None:
         self.journal = journal
+        self.read_starts = read_starts  # what rows need of new processes, read before they are
         self.store = journal.store
         self.clock = clock
         self._dirty: dict[Agent, None] = {}
@@ -57,6 +59,7 @@ class Ledger:
         self._dirty, self._pending_events = {}, []
 
     def _write(self, dirty: list[Agent], events: list[tuple[Agent, Kind, str]]) -> None:
+        self.read_starts()
         with self.journal.transaction():
             for agent in dirty:
                 self.store.save_agent(_agent_row(agent))

