@@ -13,6 +13,7 @@ import os
 import random
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -330,6 +331,45 @@ def test_a_killed_log_keeper_is_replaced_and_the_agent_writes_on(daemon, short_t
     wait_for(lambda: last() > reached + 20, what="the counter to print through the new keeper")
     assert agents_of(daemon)["counter"]["pid"] == pid  # it never got EPIPE
     assert "the log keeper (pid" in daemon.log()
+
+
+# A keeper of PROTOCOL 1 that outlived an upgrade: it knows a pipe a `keep` (`stream`),
+# and fails aloud at a run's pipes in one packet (`streams`).
+OLD_KEEPER = """
+import socket, sys
+from sessiond.daemon import logkeeper
+logkeeper.PROTOCOL = 1
+new = logkeeper.Keeper._keep_run
+def old(self, message, fds):
+    if "streams" in message:
+        raise SystemExit("a packet of PROTOCOL 2")
+    new(self, message, fds)
+logkeeper.Keeper._keep_run = old
+sys.exit(logkeeper.main())
+"""
+
+
+def test_a_keeper_of_the_older_protocol_is_handed_a_pipe_a_packet(make_daemon, short_tmp):
+    daemon = make_daemon(start=False)
+    daemon.state_dir.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(daemon.state_dir / "logkeeper.sock"))
+    listener.listen(4)
+    keeper = subprocess.Popen(
+        [sys.executable, "-c", OLD_KEEPER, str(listener.fileno())],
+        pass_fds=(listener.fileno(),), stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    listener.close()
+    try:
+        daemon.start()
+        last = run_counter(daemon, short_tmp)
+        wait_for(lambda: last() >= 5, what="the counter to print through the old keeper")
+        assert _keepers_of(daemon) == []  # it was the old keeper, not one of its own
+        assert keeper.poll() is None
+    finally:
+        daemon.stop()
+        keeper.wait(timeout=30)  # it ends with the last pipe once the daemon is gone
+    assert keeper.returncode == 0, keeper.stderr.read() if keeper.stderr else ""
 
 
 def test_a_batch_may_not_multiply_the_tail_limit(daemon):

@@ -20,8 +20,11 @@ the daemon and handed the pipes again. A new daemon asks the running keeper
 for its pipes (`give`).
 
 Talk is JSON over a SOCK_SEQPACKET Unix socket in the state directory, one
-message a packet, a pipe passed with SCM_RIGHTS; only the daemon's uid is
-answered. The keeper is stdlib-only and imports little: it starts in ~20 ms.
+message a packet, pipes passed with SCM_RIGHTS; only the daemon's uid is
+answered. Since PROTOCOL 2 one `keep` hands every stream of a run (`streams`,
+a pipe each); a daemon learns the version of a keeper it did not start from
+the `end` of `give`, and hands an older one a pipe a packet (`stream`).
+The keeper is stdlib-only and imports little: it starts in ~20 ms.
 It ends once no daemon is connected and every pipe has reached its end.
 """
 
@@ -38,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 
 SOCKET_NAME = "logkeeper.sock"
+PROTOCOL = 2  # 1: a pipe a `keep`; 2: also a run's pipes in one (half the packets)
 PACKET_MAX = 65536
 READ_CHUNK = 65536  # per pipe and turn: a flood cannot starve the other agents
 RESERVE_MAX = 64 << 20  # logs leave this much free (or a tenth of a small filesystem)
@@ -202,7 +206,7 @@ class Keeper:
         if conn is not self.daemon:  # the old daemon's, in the round a new one came in
             return
         try:
-            data, fds, _flags, _addr = socket.recv_fds(conn, PACKET_MAX, 1)
+            data, fds, _flags, _addr = socket.recv_fds(conn, PACKET_MAX, len(STREAMS))
         except OSError:
             data, fds = b"", []
         if not data:
@@ -212,10 +216,8 @@ class Keeper:
             return
         message = json.loads(data)
         op = message.get("op")
-        if op == "keep" and fds:
-            self._keep(message, fds[0])
-        elif op == "keep":  # its pipe did not come: no fd left here (RLIMIT_NOFILE)
-            say(3, f"unable to keep the log of {message.get('key')}: its pipe was not received")
+        if op == "keep":
+            self._keep_run(message, fds)
         elif op == "limits":
             for log in self.logs.values():
                 log.max_bytes, log.files = message["max_bytes"], message["files"]
@@ -225,9 +227,19 @@ class Keeper:
             for fd in fds:
                 os.close(fd)
 
-    def _keep(self, message: dict[str, object], fd: int) -> None:
+    def _keep_run(self, message: dict[str, object], fds: list[int]) -> None:
+        """A run's pipes (`streams`, PROTOCOL 2), or one of them (`stream`), one fd each."""
+        given = message.get("streams")
+        streams = given if isinstance(given, list) else [message.get("stream")]
+        for stream, fd in zip(streams, fds, strict=False):
+            self._keep(message, str(stream), fd)
+        for fd in fds[len(streams) :]:
+            os.close(fd)
+        if len(fds) < len(streams):  # no fd left here (RLIMIT_NOFILE)
+            say(3, f"unable to keep the log of {message.get('key')}: its pipe was not received")
+
+    def _keep(self, message: dict[str, object], stream: str, fd: int) -> None:
         key, path = str(message["key"]), str(message["path"])
-        stream = str(message.get("stream"))
         if stream not in STREAMS:
             say(3, f"unable to keep the log of {key}: unknown stream {stream!r}")
             os.close(fd)
@@ -249,7 +261,7 @@ class Keeper:
         for fd, pipe in self.pipes.items():
             kept = {"op": "kept", "key": pipe.key, "path": pipe.log.path, "stream": pipe.stream}
             socket.send_fds(conn, [json.dumps(kept).encode()], [fd])
-        conn.send(json.dumps({"op": "end", "pid": os.getpid()}).encode())
+        conn.send(json.dumps({"op": "end", "pid": os.getpid(), "version": PROTOCOL}).encode())
 
     def _drain(self, fd: int) -> None:
         pipe = self.pipes[fd]

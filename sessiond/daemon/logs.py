@@ -34,7 +34,14 @@ from typing import Any
 
 from sessiond.daemon.clock import Clock, Timer
 from sessiond.daemon.follow import Followers
-from sessiond.daemon.logkeeper import PACKET_MAX, SOCKET_NAME, STAMP_SIZE, STREAMS, stamp
+from sessiond.daemon.logkeeper import (
+    PACKET_MAX,
+    PROTOCOL,
+    SOCKET_NAME,
+    STAMP_SIZE,
+    STREAMS,
+    stamp,
+)
 
 # Followers and stamp too: the fleet finds all it needs of logs here
 __all__ = ["Followers", "KeeperLink", "entries", "entry", "merged", "stamp", "tail", "topics"]
@@ -144,6 +151,7 @@ class KeeperLink:
         self.sock: socket.socket | None = None
         self.held: dict[str, list[Held]] = {}  # key -> our read ends
         self.pid: int | None = None  # the keeper's, once known
+        self.protocol = 1  # the keeper's (logkeeper.PROTOCOL), once known
         self.retry: Timer | None = None  # armed while a keeper could not be started
 
     def attach(self) -> None:
@@ -174,13 +182,13 @@ class KeeperLink:
         """New pipes for an agent run: their write ends, for its stdout and its stderr."""
         self.attach()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the keeper makes the file
-        ends = []
+        ends, run = [], []
         for stream in STREAMS:
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
-            held = Held(read_end, str(path), stream)
-            self.held.setdefault(key, []).append(held)
-            self._send_keep(key, held)
+            run.append(Held(read_end, str(path), stream))
             ends.append(write_end)
+        self.held.setdefault(key, []).extend(run)
+        self._send_keep(key, run)
         return ends[0], ends[1]
 
     def release(self, key: str) -> None:
@@ -233,11 +241,10 @@ class KeeperLink:
             cwd="/",
         )  # fmt: skip
         listener.close()
-        self.sock, self.pid = sock, keeper.pid
+        self.sock, self.pid, self.protocol = sock, keeper.pid, PROTOCOL
         log.debug("log keeper started (pid %d)", keeper.pid)
         for key, pipes in self.held.items():  # a keeper that died: hand the pipes again
-            for held in pipes:
-                self._send_keep(key, held)
+            self._send_keep(key, pipes)
         self._watch()
 
     def _take_pipes(self) -> None:
@@ -249,7 +256,7 @@ class KeeperLink:
                 raise OSError("the keeper closed the connection")
             message = json.loads(data)
             if message["op"] == "end":
-                self.pid = int(message["pid"])
+                self.pid, self.protocol = int(message["pid"]), int(message.get("version", 1))
                 return
             for fd in fds:
                 os.set_inheritable(fd, False)
@@ -288,22 +295,35 @@ class KeeperLink:
                       KEEPER_RETRY)  # fmt: skip
             self.retry = self.clock.later(KEEPER_RETRY, self._lost)
 
-    def _send_keep(self, key: str, held: Held) -> None:
-        message = {"op": "keep", "key": key, "path": held.path, "stream": held.stream,
-                   "max_bytes": self.max_bytes, "files": self.files}  # fmt: skip
-        self._send(message, held.fd)
+    def _send_keep(self, key: str, pipes: list[Held]) -> None:
+        """Hand the keeper these pipes of an agent: a run's in one packet if it takes that
+        (PROTOCOL 2: at 200 agents starting, 400 packets filled the socket's buffer while
+        the keeper, niced, waited for a core, and each spawn then waited for the keeper)."""
+        limits = {"max_bytes": self.max_bytes, "files": self.files}
+        if self.protocol >= 2 and len(pipes) <= len(STREAMS) and len({h.path for h in pipes}) == 1:
+            streams = [held.stream for held in pipes]
+            message = {"op": "keep", "key": key, "path": pipes[0].path, "streams": streams}
+            self._send({**message, **limits}, [held.fd for held in pipes])
+            return
+        for held in pipes:
+            message = {"op": "keep", "key": key, "path": held.path, "stream": held.stream}
+            if not self._send({**message, **limits}, [held.fd]):
+                return  # the next keeper was handed every pipe held, these included
 
-    def _send(self, message: dict[str, object], fd: int | None = None) -> None:
+    def _send(self, message: dict[str, object], fds: list[int] | None = None) -> bool:
+        """Whether the keeper got it; if not, another keeper is started (or will be)."""
         assert self.sock is not None
         packet = json.dumps(message).encode()
         try:
-            if fd is None:
+            if fds is None:
                 self.sock.send(packet)
             else:
-                socket.send_fds(self.sock, [packet], [fd])
+                socket.send_fds(self.sock, [packet], fds)
         except OSError as exc:
             log.warning("unable to reach the log keeper (%s): starting another", exc)
             self._lost()  # re-sends everything held, this pipe included
+            return False
+        return True
 
 
 def _is_keeper(pid: int) -> bool:
