@@ -147,11 +147,13 @@ class Fleet:
         Every agent's row is durable before the first process starts: a daemon
         killed half-way through knows each process it may find (SPEC §3, §6.2).
         """
-        agents = []
+        agents, runners = [], dict[str | None, Runner]()  # by user: 40 µs of lookups each
         try:
             for spec in specs:
-                runner = Runner.for_user(spec.user) if spec.user else owner_runner(session)
-                check_daemon_can_run_as(runner)
+                if (runner := runners.get(spec.user)) is None:
+                    runner = Runner.for_user(spec.user) if spec.user else owner_runner(session)
+                    check_daemon_can_run_as(runner)
+                    runners[spec.user] = runner
                 agents.append(self.crew.add(
                     session, spec, runner=runner, cwd=spec.cwd or runner.default_cwd(),
                     checkpoint=handed(checkpoints, spec.name, runner.uid),
