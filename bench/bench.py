@@ -110,7 +110,9 @@ class Rpc:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)  # on every operation, connect included
         self.sock.connect(str(path))
-        self.reader = self.sock.makefile("rb")
+        # Reads of 64 KiB, as sessionc's client makes: with makefile's 8 KiB default, a
+        # status of 1,000 agents (284 KB) took 35 reads, and its p50 measured this client.
+        self.reader = self.sock.makefile("rb", buffering=1 << 16)
         self.next_id = 0
 
     def line(self, method: str, params: dict | None = None) -> bytes:
