@@ -59,11 +59,13 @@ def test_at_ready_the_dispatcher_is_loaded_and_nothing_unused(short_tmp):
     finally:
         daemon.stop()
     assert {"sessiond.wire.methods", "jsonrpcserver", "jsonrpcserver.async_dispatcher"} <= loaded
-    # jsonrpcserver's jsonschema validator and HTTP server go unused, and of oslash all
-    # but Either; psutil is not used (gauges.py reads /proc/PID/stat), pyroute2 waits for a
-    # session that needs the network; platformdirs has a stdlib mirror for the daemon's paths.
+    # jsonrpcserver's jsonschema validator and HTTP server go unused, its schema file is
+    # read plainly, and of oslash all but Either; psutil is not used (gauges.py reads
+    # /proc/PID/stat), pyroute2 waits for a session that needs the network; platformdirs
+    # has a stdlib mirror for the daemon's paths.
     unused = {"jsonschema", "http.server", "psutil", "pyroute2", "platformdirs",
-              "oslash.state", "oslash.list", "oslash.ioaction", "oslash._version"}  # fmt: skip
+              "importlib.resources", "zipfile", "oslash.state", "oslash.list",
+              "oslash.ioaction", "oslash._version"}  # fmt: skip
     assert "oslash.either" in loaded
     assert loaded & unused == set()
 
@@ -82,6 +84,22 @@ def test_oslash_is_whole_to_whoever_imports_it_after_the_dispatcher():
                           timeout=60, cwd="/")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Just 3 ")
+
+
+def test_importlib_resources_is_the_real_one_to_whoever_imports_it_after_the_dispatcher():
+    code = (
+        "import sessiond.wire.dispatch, sys, json\n"
+        "import jsonrpcserver.main\n"
+        "assert 'importlib.resources' not in sys.modules\n"
+        "import importlib.resources\n"
+        "real = importlib.resources.files('jsonrpcserver') / 'request-schema.json'\n"
+        "assert json.loads(real.read_text()) == jsonrpcserver.main.schema\n"
+        "print(importlib.resources.__file__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd="/")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("importlib/resources/__init__.py")
 
 
 @pytest.mark.parametrize("xdg", [None, "/somewhere/state", "relative/state", ""])

@@ -4,7 +4,7 @@ The dispatcher is imported before the daemon says READY=1, so the first
 request costs what any other does. What jsonrpcserver loads at import time
 for features sessiond does not use (a jsonschema validator, an HTTP server)
 is replaced for that import by stand-ins that load the real module only if
-they are ever called (`jsonrpcserver_lean`).
+they are ever called, or (its schema file) read it as plainly (`jsonrpcserver_lean`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -42,21 +43,34 @@ def _serve(*args: Any, **kwargs: Any) -> Any:
     return serve(*args, **kwargs)
 
 
+def _read_text(package: str, resource: str, encoding: str = "utf-8") -> str:
+    """importlib.resources.read_text of a package installed as files, as pip installs
+    jsonrpcserver: the file beside its __init__."""
+    origin = sys.modules[package].__file__
+    assert origin is not None
+    with open(os.path.join(os.path.dirname(origin), resource), encoding=encoding) as file:
+        return file.read()
+
+
 def _stand_ins() -> dict[str, types.ModuleType]:
     """Modules jsonrpcserver imports at import time for what sessiond never uses.
 
-    `jsonrpcserver.main` builds a jsonschema validator for its default `validator=`; the
-    dispatch passes its own structural check to every call (jsonschema, referencing and
-    attrs: ~50 ms). `jsonrpcserver.server` is an HTTP server (http.server, email, html: ~15 ms).
+    `jsonrpcserver.main` reads its request schema (importlib.resources, its readers,
+    zipfile and tempfile: ~5 ms) and builds a jsonschema validator for its default
+    `validator=`; the dispatch passes its own structural check to every call
+    (jsonschema, referencing and attrs: ~50 ms). `jsonrpcserver.server` is an HTTP
+    server (http.server, email, html: ~15 ms).
     """
     validators = types.ModuleType("jsonschema.validators")
     validators.__dict__["validator_for"] = lambda _schema, default=None: _DeferredValidator
     package = types.ModuleType("jsonschema")
     package.__dict__.update(__path__=[], validators=validators)  # a package of this one module
+    resources = types.ModuleType("importlib.resources")
+    resources.__dict__["read_text"] = _read_text
     http = types.ModuleType("jsonrpcserver.server")
     http.__dict__["serve"] = _serve
     return {"jsonschema": package, "jsonschema.validators": validators,
-            "jsonrpcserver.server": http}  # fmt: skip
+            "importlib.resources": resources, "jsonrpcserver.server": http}  # fmt: skip
 
 
 def _oslash_lazy() -> None:
@@ -93,8 +107,10 @@ def jsonrpcserver_lean() -> Iterator[None]:
     """
     # What a test or a tool has loaded already costs nothing more: the real module stays.
     stand_ins = {name: module for name, module in _stand_ins().items()
-                 if name.split(".")[0] not in sys.modules}  # fmt: skip
+                 if name not in sys.modules}  # fmt: skip
     sys.modules |= stand_ins
+    if "importlib.resources" in stand_ins:  # `import importlib.resources` reads it here
+        importlib.resources = stand_ins["importlib.resources"]  # type: ignore[assignment]
     _oslash_lazy()
     try:
         yield
@@ -102,3 +118,5 @@ def jsonrpcserver_lean() -> Iterator[None]:
         for name, stand_in in stand_ins.items():
             if sys.modules.get(name) is stand_in:
                 del sys.modules[name]
+        if getattr(importlib, "resources", None) is stand_ins.get("importlib.resources"):
+            del importlib.resources
