@@ -3,6 +3,8 @@ session is given, what an agent may report, the agent table's effects, the clock
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from sessiond.core import moves, policy
@@ -10,7 +12,7 @@ from sessiond.core.agent import AgentEffect, AgentEvent, AgentState, halts, move
 from sessiond.core.events import Kind
 from sessiond.core.lock import Claim, Lock
 from sessiond.core.policy import Deadline, Reason
-from sessiond.core.records import Participant, Person, Session, check_leave
+from sessiond.core.records import Participant, Person, Session, check_leave, new_id
 from sessiond.core.reports import added, check_metrics, encoded_checkpoint
 from sessiond.core.session import ACTIVITY, ENDINGS, Event, State, is_news
 from sessiond.core.settings import SessionSettings, Template, settings_for
@@ -186,3 +188,11 @@ def test_clocks_convert_wall_to_monotonic_once_per_session():
     # A move that is not activity, after the step: same stored activity, same instant.
     moved = policy.clocks_for(900.0, 4600.0, None, now_mono=50.0, now_wall=9000.0, previous=later)
     assert (moved.started, moved.last_activity) == (-90.0, 10.0)
+
+
+def test_a_new_id_is_a_random_uuid_4_written_as_uuid_writes_it():
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

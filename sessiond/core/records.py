@@ -50,6 +50,16 @@ def generated_name() -> str:
     return f"s-{secrets.token_hex(4)}"
 
 
+def new_id() -> str:
+    """A random UUID, version 4, as str(uuid.uuid4()) writes it, without the uuid module:
+    importing it runs platform.system(), 3 ms of the daemon's start-up."""
+    raw = bytearray(secrets.token_bytes(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # the version: 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the variant: RFC 4122
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 ERROR_TEXT_MAX = 2000  # characters of an error's text kept: a report may hold a megabyte
 
 

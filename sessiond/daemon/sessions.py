@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from sessiond.core import moves, policy
 from sessiond.core.events import Kind
 from sessiond.core.moves import Move
-from sessiond.core.records import Session, check_leave, clip_error
+from sessiond.core.records import Session, check_leave, clip_error, new_id
 from sessiond.core.reports import added
 from sessiond.core.session import ACTIVITY as ACTIVITY_EVENTS
 from sessiond.core.session import ENDINGS, TERMINAL, Effect, Event, Refused, State, is_news, step
@@ -104,7 +103,7 @@ class Sessions:
 
     async def start(self, request: StartRequest, wait: float | bool) -> Session:
         """Take the lock and launch; `wait`: False, seconds in line, or True (no limit)."""
-        owner, session_id = request.owner, str(uuid.uuid4())
+        owner, session_id = request.owner, new_id()
         claim = self.lock.claim(request.name, owner.user, owner.uid)
         try:
             fence = await self.lock.acquire(session_id, claim, wait)
