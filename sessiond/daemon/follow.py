@@ -26,6 +26,7 @@ FOLLOW_MAX_BYTES = 256 * 1024  # read at most this much of a followed log at a t
 FOLLOW_MAX_LINES = 200  # and send at most this many lines of it: a person reads fewer
 
 IN_MODIFY, IN_MOVE_SELF, IN_DELETE_SELF = 0x2, 0x800, 0x400
+IN_MOVED_TO, IN_CREATE, IN_ONLYDIR = 0x80, 0x100, 0x1000000
 _EVENT = struct.Struct("iIII")  # struct inotify_event, before its name
 
 
@@ -34,9 +35,10 @@ class Follower:
 
     def __init__(self, key: str, path: Path) -> None:
         self.key, self.path = key, path
-        self.file = _open_at_end(path) or _made(path)
+        self.file = _open_at_end(path)
         self.partial = b""
         self.wd: int | None = None  # its inotify watch, while one is set
+        self.awaiting: int | None = None  # its directory's watch, while the file is not there
         self.timer: Timer | None = None
 
     def close(self) -> None:
@@ -92,8 +94,11 @@ class Followers:
     Each followed file has a watch (IN_MODIFY, and IN_MOVE_SELF for a rotation).
     After a read the watch is taken off for FOLLOW_PACE, so that an agent writing
     flat out costs one wake-up a FOLLOW_PACE, not one a write; then it is set
-    again, on whatever file the path names now, and read. A follower nobody
-    wants any more is dropped at its next wake.
+    again, on whatever file the path names now, and read. A log that is not there
+    (the keeper makes it at its agent's first output, and anew after a rotation's
+    rename) is awaited by a watch of its directory (IN_CREATE, IN_MOVED_TO), one for
+    every follower waiting there. A follower nobody wants any more is dropped at its
+    next wake.
     """
 
     def __init__(
@@ -107,6 +112,7 @@ class Followers:
         self.clock = clock
         self.by_key: dict[str, Follower] = {}
         self.by_wd: dict[int, Follower] = {}
+        self.awaited: dict[int, dict[bytes, Follower]] = {}  # by directory watch, by file name
         self.fd = -1
         self._libc = ctypes.CDLL(None, use_errno=True)
 
@@ -141,28 +147,58 @@ class Followers:
         if wd >= 0:
             follower.wd = wd
             self.by_wd[wd] = follower
-        else:  # not there yet (between a rotation's rename and the new file): look again
+        else:  # not made yet (the keeper makes it at the first output), or mid-rotation
+            self._await(follower)
+
+    def _await(self, follower: Follower) -> None:
+        """Watch the log's directory until the log is there; the paced retry without one."""
+        mask = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR
+        wd = self._libc.inotify_add_watch(self.fd, str(follower.path.parent).encode(), mask)
+        if wd < 0:  # no directory yet either: no agent run of that session has started
             self._pause(follower)
+            return
+        follower.awaiting = wd
+        self.awaited.setdefault(wd, {})[follower.path.name.encode()] = follower
+        if follower.path.exists():  # made between the two watches
+            self._arrived(follower)
+
+    def _arrived(self, follower: Follower) -> None:
+        self._unwatch(follower)
+        self._resume(follower)
 
     def _unwatch(self, follower: Follower) -> None:
         if follower.wd is not None:
             self.by_wd.pop(follower.wd, None)
             self._libc.inotify_rm_watch(self.fd, follower.wd)
             follower.wd = None
+        if follower.awaiting is not None:
+            waiting = self.awaited.get(follower.awaiting, {})
+            waiting.pop(follower.path.name.encode(), None)
+            if not waiting:  # the last follower waiting in that directory
+                self.awaited.pop(follower.awaiting, None)
+                self._libc.inotify_rm_watch(self.fd, follower.awaiting)
+            follower.awaiting = None
 
     def _woken(self) -> None:
         woken: dict[str, Follower] = {}
+        arrived: dict[str, Follower] = {}
         with contextlib.suppress(BlockingIOError):
             while data := os.read(self.fd, 65536):
                 at = 0
                 while at + _EVENT.size <= len(data):
                     wd, _mask, _cookie, length = _EVENT.unpack_from(data, at)
+                    name = data[at + _EVENT.size : at + _EVENT.size + length].rstrip(b"\0")
                     at += _EVENT.size + length
                     if (follower := self.by_wd.get(wd)) is not None:
                         woken[follower.key] = follower
+                    elif (follower := self.awaited.get(wd, {}).get(name)) is not None:
+                        arrived[follower.key] = follower
         for follower in woken.values():
             self._unwatch(follower)
             self._visit(follower)
+        for follower in arrived.values():
+            if follower.awaiting is not None:  # not forgotten meanwhile
+                self._arrived(follower)
 
     def _visit(self, follower: Follower) -> None:
         if not self.wanted(follower.key):
@@ -195,13 +231,6 @@ def _open_at_end(path: Path, at_end: bool = True) -> IO[bytes] | None:
     if at_end:
         file.seek(0, os.SEEK_END)
     return file
-
-
-def _made(path: Path) -> IO[bytes] | None:
-    """An empty log, for inotify to watch: the keeper makes a log at its agent's first output."""
-    with contextlib.suppress(OSError):  # no directory yet: Followers look again, paced
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-    return _open_at_end(path)
 
 
 def _rotated(path: Path, file: IO[bytes]) -> bool:
