@@ -33,7 +33,7 @@ from sessiond.cli.commands import parse_duration
 from sessiond.cli.main import main
 from sessiond.cli.show import fmt_bytes, fmt_duration, fmt_exit, fmt_relative, status_lines
 from sessiond.core import settings, units
-from sessiond.errors import EXIT_CODES, EXIT_FAILURE, exit_code_for
+from sessiond.errors import EXIT_CODES, EXIT_FAILURE, EXIT_UNREACHABLE, exit_code_for
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_795_000_000.0  # a fixed "now" for relative times
@@ -1473,14 +1473,14 @@ def sessionc_into(stdout: int, argv: list[str]) -> subprocess.CompletedProcess[s
     )  # fmt: skip
 
 
-def test_output_to_a_reader_gone_ends_quietly_with_failure(short_tmp: Path) -> None:
+def test_output_to_a_reader_gone_ends_quietly_with_the_command_s_status(short_tmp: Path) -> None:
     read, write = os.pipe()
     os.close(read)  # the reader of `sessionc … | head` has left
     try:
         proc = sessionc_into(write, ["--socket", str(short_tmp / "none.sock"), "--json", "status"])
     finally:
         os.close(write)
-    assert proc.returncode == EXIT_FAILURE
+    assert proc.returncode == EXIT_UNREACHABLE  # the command's own failure comes first
     said = proc.stderr.splitlines()  # what sessionc has to say of the socket, and no traceback
     assert [said[0].split(" at ")[0], said[-1].split(" ")[0]] == [
         "sessionc: unable to reach sessiond",
@@ -1489,12 +1489,8 @@ def test_output_to_a_reader_gone_ends_quietly_with_failure(short_tmp: Path) -> N
     assert len(said) == 2, said
 
 
-def test_output_to_a_full_disk_says_so(short_tmp: Path) -> None:
+def test_output_to_a_full_disk_says_so_and_fails(daemon: Any) -> None:
     with open("/dev/full", "wb") as full:
-        proc = sessionc_into(
-            full.fileno(), ["--socket", str(short_tmp / "none.sock"), "--json", "status"]
-        )
-    assert proc.returncode == EXIT_FAILURE
-    said = proc.stderr.splitlines()  # the socket's complaint, then the output's
-    assert said[-1] == "sessionc: cannot write the output: No space left on device", said
-    assert len(said) == 3, said
+        proc = sessionc_into(full.fileno(), ["--socket", str(daemon.socket), "status"])
+    assert proc.returncode == EXIT_FAILURE  # `status` itself did not fail: its output did
+    assert proc.stderr == "sessionc: cannot write the output: No space left on device\n"

@@ -334,17 +334,21 @@ def test_a_killed_log_keeper_is_replaced_and_the_agent_writes_on(daemon, short_t
 
 
 # A keeper of PROTOCOL 1 that outlived an upgrade: it knows a pipe a `keep` (`stream`),
-# and fails aloud at a run's pipes in one packet (`streams`).
+# fails aloud at a run's pipes in one packet (`streams`), and its `end` has no version.
 OLD_KEEPER = """
-import socket, sys
+import json, os, socket, sys
 from sessiond.daemon import logkeeper
-logkeeper.PROTOCOL = 1
 new = logkeeper.Keeper._keep_run
-def old(self, message, fds):
-    if "streams" in message:
+def keep_run(self, message, fds):
+    if "streams" in message or len(fds) > 1:
         raise SystemExit("a packet of PROTOCOL 2")
     new(self, message, fds)
-logkeeper.Keeper._keep_run = old
+def give(self, conn):
+    for fd, pipe in self.pipes.items():
+        kept = {"op": "kept", "key": pipe.key, "path": pipe.log.path, "stream": pipe.stream}
+        socket.send_fds(conn, [json.dumps(kept).encode()], [fd])
+    conn.send(json.dumps({"op": "end", "pid": os.getpid()}).encode())
+logkeeper.Keeper._keep_run, logkeeper.Keeper._give = keep_run, give
 sys.exit(logkeeper.main())
 """
 

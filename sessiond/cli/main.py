@@ -389,10 +389,10 @@ def entry() -> NoReturn:
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # as in main: the reader left early
-        status = EXIT_FAILURE
+        status = status or EXIT_FAILURE
     except OSError as exc:  # a full disk under `sessionc status > file`
         say(f"sessionc: cannot write the output: {exc.strerror}", file=sys.stderr)
-        status = EXIT_FAILURE
+        status = status or EXIT_FAILURE
     os._exit(status)  # stderr is line-buffered: what was said to it is out
 
 

@@ -244,7 +244,8 @@ class KeeperLink:
         self.sock, self.pid, self.protocol = sock, keeper.pid, PROTOCOL
         log.debug("log keeper started (pid %d)", keeper.pid)
         for key, pipes in self.held.items():  # a keeper that died: hand the pipes again
-            self._send_keep(key, pipes)
+            if not self._send_keep(key, pipes):
+                break  # the next keeper was handed them all, or will be
         self._watch()
 
     def _take_pipes(self) -> None:
@@ -295,20 +296,21 @@ class KeeperLink:
                       KEEPER_RETRY)  # fmt: skip
             self.retry = self.clock.later(KEEPER_RETRY, self._lost)
 
-    def _send_keep(self, key: str, pipes: list[Held]) -> None:
-        """Hand the keeper these pipes of an agent: a run's in one packet if it takes that
-        (PROTOCOL 2: at 200 agents starting, 400 packets filled the socket's buffer while
-        the keeper, niced, waited for a core, and each spawn then waited for the keeper)."""
+    def _send_keep(self, key: str, pipes: list[Held]) -> bool:
+        """Hand the keeper these pipes of an agent; whether it got them (if not, every pipe
+        held goes to the next keeper). A run's go in one packet if the keeper takes that
+        (PROTOCOL 2): at 200 agents starting, 400 packets filled the socket's buffer while
+        the keeper, niced, waited for a core, and each spawn then waited for the keeper."""
         limits = {"max_bytes": self.max_bytes, "files": self.files}
         if self.protocol >= 2 and len(pipes) <= len(STREAMS) and len({h.path for h in pipes}) == 1:
             streams = [held.stream for held in pipes]
             message = {"op": "keep", "key": key, "path": pipes[0].path, "streams": streams}
-            self._send({**message, **limits}, [held.fd for held in pipes])
-            return
+            return self._send({**message, **limits}, [held.fd for held in pipes])
         for held in pipes:
             message = {"op": "keep", "key": key, "path": held.path, "stream": held.stream}
             if not self._send({**message, **limits}, [held.fd]):
-                return  # the next keeper was handed every pipe held, these included
+                return False  # the next keeper was handed every pipe held, these included
+        return True
 
     def _send(self, message: dict[str, object], fds: list[int] | None = None) -> bool:
         """Whether the keeper got it; if not, another keeper is started (or will be)."""

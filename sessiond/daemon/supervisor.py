@@ -147,10 +147,12 @@ class Supervisor:
         that its ledger row keeps. Read at once, it waits for the exec to end (0.37 ms an
         agent on the test VM against 20 µs a turn later); the ledger calls this before it
         writes, and a pid is not reused before its reap, which clears `agent.pid`."""
-        for pid, agent in self.unread.items():
-            if agent.pid == pid:
-                agent.start_ticks = self.procs.start_time(pid)
-        self.unread.clear()
+        unread, self.unread = self.unread, {}
+        for pid, agent in unread.items():
+            if agent.pid == pid and (ticks := self.procs.start_time(pid)) is None:
+                self.unread[pid] = agent  # not read (no fd left?): at the next write, then
+            elif agent.pid == pid:
+                agent.start_ticks = ticks
 
     # -- deaths --------------------------------------------------------------
 
