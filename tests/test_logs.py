@@ -207,3 +207,29 @@ def test_only_participants_follow_the_whole_session(make_shared_daemon, short_tm
     assert done.returncode == 6, done.stderr
     assert "may not follow the logs of session s" in done.stderr
     assert "hint: join the session first with 'sessionc join s'" in done.stderr
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_keeper_started_from_a_package_changed_on_disk_gets_a_pipe_a_packet(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch, changed: bool
+) -> None:
+    from sessiond.daemon import logkeeper, logs  # noqa: PLC0415 -- the daemon's side, in-process
+    from sessiond.daemon.clock import FakeClock  # noqa: PLC0415
+
+    link = logs.KeeperLink(short_tmp, 1 << 20, 2, set, FakeClock())  # type: ignore[arg-type]
+    if changed:  # as a reinstall (an upgrade or a rollback) leaves logkeeper.py
+        monkeypatch.setattr(logs, "_code_on_disk", lambda: (0, 0, 0))
+    link.attach()  # no keeper there: it starts one, of the code on disk
+    try:
+        assert link.pid is not None
+        assert link.protocol == (1 if changed else logkeeper.PROTOCOL)
+    finally:
+        link.close()  # with no pipes, the keeper ends once the daemon's end is gone
+    assert wait_for(lambda: _reaped(link.pid), what="the keeper to end")
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return True

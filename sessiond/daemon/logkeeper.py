@@ -23,7 +23,8 @@ Talk is JSON over a SOCK_SEQPACKET Unix socket in the state directory, one
 message a packet, pipes passed with SCM_RIGHTS; only the daemon's uid is
 answered. Since PROTOCOL 2 one `keep` hands every stream of a run (`streams`,
 a pipe each); a daemon learns the version of a keeper it did not start from
-the `end` of `give`, and hands an older one a pipe a packet (`stream`).
+the `end` of `give`, and hands an older one a pipe a packet (`stream`), as it
+does a keeper it starts from a package that changed on disk since it started.
 The keeper is stdlib-only and imports little: it starts in ~20 ms.
 It ends once no daemon is connected and every pipe has reached its end.
 """

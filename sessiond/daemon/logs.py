@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sessiond.daemon import logkeeper
 from sessiond.daemon.clock import Clock, Timer
 from sessiond.daemon.follow import Followers
 from sessiond.daemon.logkeeper import (
@@ -152,6 +153,7 @@ class KeeperLink:
         self.held: dict[str, list[Held]] = {}  # key -> our read ends
         self.pid: int | None = None  # the keeper's, once known
         self.protocol = 1  # the keeper's (logkeeper.PROTOCOL), once known
+        self.code = _code_on_disk()  # the keeper's, as this daemon loaded it
         self.retry: Timer | None = None  # armed while a keeper could not be started
 
     def attach(self) -> None:
@@ -241,7 +243,9 @@ class KeeperLink:
             cwd="/",
         )  # fmt: skip
         listener.close()
-        self.sock, self.pid, self.protocol = sock, keeper.pid, PROTOCOL
+        # A package changed on disk since this daemon started may be older: a pipe a packet.
+        same = _code_on_disk() == self.code
+        self.sock, self.pid, self.protocol = sock, keeper.pid, PROTOCOL if same else 1
         log.debug("log keeper started (pid %d)", keeper.pid)
         for key, pipes in self.held.items():  # a keeper that died: hand the pipes again
             if not self._send_keep(key, pipes):
@@ -326,6 +330,15 @@ class KeeperLink:
             self._lost()  # re-sends everything held, this pipe included
             return False
         return True
+
+
+def _code_on_disk() -> tuple[int, int, int] | None:
+    """Which logkeeper.py a keeper started now would run: its inode, size and mtime."""
+    try:
+        found = os.stat(logkeeper.__file__)
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def _is_keeper(pid: int) -> bool:
