@@ -169,6 +169,7 @@ class Daemon:
             ticking.cancel()  # after the shutdown, whose timers may still be due
         self._remove_socket()
         self.store.close()
+        procs.unhook(loop)  # before asyncio.run closes the loop
 
     def _sessions(self, tg: asyncio.TaskGroup) -> Sessions:
         """The sessions, their fleet and the lock, on the store, clock and journal."""
@@ -289,12 +290,8 @@ class Daemon:
         group = self.config.daemon.socket_group
         gid = group_id(group)
         if gid is None:
-            logger.warning(
-                "socket group '%s' does not exist: serving root only (0600); create "
-                "it with 'groupadd --system %s' and reload",
-                group,
-                group,
-            )
+            logger.warning("socket group '%s' does not exist: serving root only (0600); create "
+                           "it with 'groupadd --system %s' and reload", group, group)  # fmt: skip
             os.chmod(self.paths.socket, 0o600)
             return
         os.chown(self.paths.socket, -1, gid)

@@ -47,6 +47,15 @@ def wake_only() -> None:
     signal.set_wakeup_fd(signal.set_wakeup_fd(-1), warn_on_full_buffer=False)
 
 
+def unhook(loop: asyncio.AbstractEventLoop) -> None:
+    """Take the loop's signal handlers off. asyncio's close() closes the wakeup socket
+    first and removes them after: a SIGCHLD between (the log keeper ending as the daemon
+    does) wrote 'Exception ignored when trying to write to the signal wakeup fd' and
+    EBADF to the journal, which warn_on_full_buffer=False does not cover."""
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
+        loop.remove_signal_handler(sig)
+
+
 def _stat_fields(pid: int) -> list[bytes] | None:
     """The fields of /proc/PID/stat after the command name, from its state on; None if gone.
 
