@@ -80,10 +80,15 @@ def test_oslash_is_whole_to_whoever_imports_it_after_the_dispatcher():
         "assert oslash.Right is Right and oslash.either.Right is Right\n"
         "print(Just(3), oslash.__version__)\n"
     )
+    assert fresh_python(code).startswith("Just 3 ")
+
+
+def fresh_python(code: str) -> str:
+    """What `python -c CODE` prints, run in / (the installed package), which must succeed."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd="/")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Just 3 ")
+    return done.stdout
 
 
 def test_importlib_resources_is_the_real_one_to_whoever_imports_it_after_the_dispatcher():
@@ -96,10 +101,7 @@ def test_importlib_resources_is_the_real_one_to_whoever_imports_it_after_the_dis
         "assert json.loads(real.read_text()) == jsonrpcserver.main.schema\n"
         "print(importlib.resources.__file__)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd="/")  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.rstrip().endswith("importlib/resources/__init__.py")
+    assert fresh_python(code).rstrip().endswith("importlib/resources/__init__.py")
 
 
 @pytest.mark.parametrize("xdg", [None, "/somewhere/state", "relative/state", ""])

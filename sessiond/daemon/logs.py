@@ -306,7 +306,7 @@ class KeeperLink:
         (PROTOCOL 2): at 200 agents starting, 400 packets filled the socket's buffer while
         the keeper, niced, waited for a core, and each spawn then waited for the keeper."""
         limits = {"max_bytes": self.max_bytes, "files": self.files}
-        if self.protocol >= 2 and len(pipes) <= len(STREAMS) and len({h.path for h in pipes}) == 1:
+        if self.protocol >= 2 and len(pipes) <= len(STREAMS):  # a key's pipes share its path
             streams = [held.stream for held in pipes]
             message = {"op": "keep", "key": key, "path": pipes[0].path, "streams": streams}
             return self._send({**message, **limits}, [held.fd for held in pipes])

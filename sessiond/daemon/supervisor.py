@@ -149,10 +149,11 @@ class Supervisor:
         writes, and a pid is not reused before its reap, which clears `agent.pid`."""
         unread, self.unread = self.unread, {}
         for pid, agent in unread.items():
-            if agent.pid == pid and (ticks := self.procs.start_time(pid)) is None:
-                self.unread[pid] = agent  # not read (no fd left?): at the next write, then
-            elif agent.pid == pid:
-                agent.start_ticks = ticks
+            if agent.pid != pid:
+                continue  # reaped meanwhile
+            agent.start_ticks = self.procs.start_time(pid)
+            if agent.start_ticks is None:  # not read (no fd left?): at the next write, then
+                self.unread[pid] = agent
 
     # -- deaths --------------------------------------------------------------
 
