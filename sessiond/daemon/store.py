@@ -97,11 +97,14 @@ class Store:
                 f"the store {self.path} has schema version {version}, newer than {SCHEMA_VERSION}",
                 "run the sessiond release that wrote it, or move the file aside",
             )
-        for number in range(version, SCHEMA_VERSION):
-            with self.transaction():
+        if version == SCHEMA_VERSION:
+            return
+        # One transaction for all the steps: a new store costs one sync, not one per step.
+        with self.transaction():
+            for number in range(version, SCHEMA_VERSION):
                 for statement in _statements(MIGRATIONS[number]):
                     self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {number + 1}")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
