@@ -2,6 +2,6 @@
 
 import sys
 
-from sessiond.main import main
+from sessiond.launch import main
 
 sys.exit(main())

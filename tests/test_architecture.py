@@ -39,6 +39,7 @@ RANKS = {
     "sessiond.daemon": 3,
     "sessiond.wire": 4,
     "sessiond.main": 5,
+    "sessiond.launch": 5,
     "sessiond.__main__": 5,
 }
 ANYONE = "sessiond"  # the package's __init__ (__version__): anybody may import it

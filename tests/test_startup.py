@@ -3,6 +3,7 @@ what the next ones do; and start-up loads only what serving needs."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,26 @@ def test_importlib_resources_is_the_real_one_to_whoever_imports_it_after_the_dis
         "print(importlib.resources.__file__)\n"
     )
     assert fresh_python(code).rstrip().endswith("importlib/resources/__init__.py")
+
+
+def test_the_daemon_loads_with_the_collector_off_and_its_code_frozen_after():
+    code = (
+        "import gc, json\n"
+        "passes = []\n"
+        "gc.callbacks.append(lambda phase, info: phase == 'start' and passes.append(info))\n"
+        "from sessiond import launch\n"
+        "before = len(passes)\n"
+        "main = launch.load()\n"
+        "import sessiond.main, sessiond.daemon.app\n"
+        "print(json.dumps({'passes': len(passes) - before, 'enabled': gc.isenabled(),\n"
+        "    'main': main is sessiond.main.main, 'frozen': gc.get_freeze_count(),\n"
+        "    'app': any(o is sessiond.daemon.app.App for o in gc.get_objects())}))\n"
+    )
+    facts = json.loads(fresh_python(code))
+    assert facts["passes"] == 0, "the collector ran while the daemon loaded"
+    assert facts["enabled"] and facts["main"]
+    # Frozen objects are in no generation: the collector never walks the daemon's classes.
+    assert facts["frozen"] > 10_000 and not facts["app"]
 
 
 @pytest.mark.parametrize("xdg", [None, "/somewhere/state", "relative/state", ""])
