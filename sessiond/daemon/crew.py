@@ -14,14 +14,13 @@ import functools
 import json
 import os
 import pwd
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sessiond.core.agent import describe_exit
-from sessiond.core.records import Session, rfc3339
+from sessiond.core.records import Session, random_hex, rfc3339
 from sessiond.core.settings import AgentSpec, RestartPolicy
 from sessiond.core.units import NAME_RE
 from sessiond.daemon import procs
@@ -110,7 +109,7 @@ class Crew:
                 f"session {session.name} already has {len(mine)} agents (max_agents)",
                 "stop one first, or start the session with a higher --set max_agents=N",
             )
-        token = secrets.token_urlsafe(24)
+        token = random_hex(24)
         agent = Agent(
             name=spec.name,
             session_id=session.id,

@@ -13,15 +13,15 @@ writes the reply line.
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from sessiond.core.raw import Raw
+from sessiond.core.records import random_hex
 from sessiond.errors import INVALID_REQUEST
 
 # Where a Raw goes while the rest of a reply is encoded: no client can write it, as the
 # nonce is made when the daemon starts and \x00 is written \u0000.
-_MARK = f"\x00raw{secrets.token_hex(8)}:"
+_MARK = f"\x00raw{random_hex(8)}:"
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
