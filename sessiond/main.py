@@ -41,6 +41,7 @@ from sessiond.daemon.processes import Processes
 from sessiond.daemon.sessions import Sessions
 from sessiond.daemon.store import Store
 from sessiond.errors import SessiondError, StartupError
+from sessiond.terminal import help_formatter
 from sessiond.wire.server import Limits, Server
 
 logger = logging.getLogger("sessiond")
@@ -362,7 +363,9 @@ class Daemon:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="sessiond", description="Session lock and agent supervisor daemon."
+        prog="sessiond",
+        description="Session lock and agent supervisor daemon.",
+        formatter_class=help_formatter(argparse.HelpFormatter),
     )
     parser.add_argument("--config", metavar="PATH", help="configuration file")
     parser.add_argument("--socket", metavar="PATH", help="listen on this socket path")

@@ -36,6 +36,7 @@ RANKS = {
     "sessiond.config": 2,
     "sessiond.paths": 2,
     "sessiond.log": 2,
+    "sessiond.terminal": 2,
     "sessiond.daemon": 3,
     "sessiond.wire": 4,
     "sessiond.main": 5,
@@ -44,8 +45,8 @@ RANKS = {
 }
 ANYONE = "sessiond"  # the package's __init__ (__version__): anybody may import it
 CLI = "sessiond.cli"
-CLI_SHARES = {"sessiond", "sessiond.errors", "sessiond.paths", "sessiond.core.settings",
-              "sessiond.core.units"}  # fmt: skip
+CLI_SHARES = {"sessiond", "sessiond.errors", "sessiond.paths", "sessiond.terminal",
+              "sessiond.core.settings", "sessiond.core.units"}  # fmt: skip
 KEEPER = "sessiond.daemon.logkeeper"  # a separate stdlib-only process
 
 TIMER_CALLS = {"call_later", "call_soon", "call_at", "create_task", "ensure_future"}

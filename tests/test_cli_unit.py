@@ -34,6 +34,7 @@ from sessiond.cli.main import main
 from sessiond.cli.show import fmt_bytes, fmt_duration, fmt_exit, fmt_relative, status_lines
 from sessiond.core import settings, units
 from sessiond.errors import EXIT_CODES, EXIT_FAILURE, EXIT_UNREACHABLE, exit_code_for
+from sessiond.terminal import terminal_columns
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_795_000_000.0  # a fixed "now" for relative times
@@ -399,7 +400,7 @@ def test_help_is_as_wide_as_argparse_makes_it(
         monkeypatch.delenv("COLUMNS", raising=False)
     else:
         monkeypatch.setenv("COLUMNS", columns)
-    assert cli.terminal_columns() == shutil.get_terminal_size().columns
+    assert terminal_columns() == shutil.get_terminal_size().columns
 
 
 @pytest.mark.parametrize("columns", ["40", "100"])

@@ -73,9 +73,16 @@ def test_closed_sessions_older_than_history_days_are_pruned(make_daemon):
     daemon = make_daemon("[daemon]\nhistory_days = 1\n")
     old = daemon.call("session.start", name="old")
     daemon.call("session.stop")
-    daemon.call("session.start", name="recent")
+    recent = daemon.call("session.start", name="recent")
     daemon.call("session.stop")
     daemon.stop()
+    files = {}  # what their agents would have left: a log and a checkpoint each
+    for session in (old, recent):
+        for folder in ("logs", "checkpoints"):
+            path = daemon.state_dir / folder / session["id"]
+            path.mkdir(parents=True)
+            (path / "a.log").write_text("x\n")
+            files.setdefault(session["name"], []).append(path)
     db = sqlite3.connect(daemon.state_dir / "sessiond.db")
     db.execute("UPDATE sessions SET closed_at = closed_at - 2 * 86400 WHERE id = ?", (old["id"],))
     # The machine's own events (a network change with no session live): one old, one new.
@@ -87,5 +94,7 @@ def test_closed_sessions_older_than_history_days_are_pruned(make_daemon):
     daemon.restart()
     assert [s["name"] for s in daemon.call("session.history")] == ["recent"]
     assert "pruned 1 sessions" in daemon.log()
+    assert not any(path.exists() for path in files["old"])
+    assert all((path / "a.log").exists() for path in files["recent"])
     kinds = [e["kind"] for e in daemon.call("events.tail", lines=100)]
     assert "network.new" in kinds and "network.old" not in kinds

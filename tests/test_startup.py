@@ -63,9 +63,11 @@ def test_at_ready_the_dispatcher_is_loaded_and_nothing_unused(short_tmp):
     # jsonrpcserver's jsonschema validator and HTTP server go unused, its schema file is
     # read plainly, and of oslash all but Either; psutil is not used (gauges.py reads
     # /proc/PID/stat), pyroute2 waits for a session that needs the network; platformdirs
-    # has a stdlib mirror for the daemon's paths; session ids need no uuid (nor platform).
+    # has a stdlib mirror for the daemon's paths; session ids need no uuid (nor platform),
+    # random tokens no secrets (nor hmac, random); only pruning needs shutil (nor bz2).
     unused = {"jsonschema", "http.server", "psutil", "pyroute2", "platformdirs",
-              "importlib.resources", "zipfile", "uuid", "platform", "oslash.state",
+              "importlib.resources", "zipfile", "uuid", "platform", "secrets", "hmac",
+              "random", "shutil", "bz2", "lzma", "oslash.state",
               "oslash.list", "oslash.ioaction", "oslash._version"}  # fmt: skip
     assert "oslash.either" in loaded
     assert loaded & unused == set()

@@ -11,9 +11,7 @@ as meant.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 
 from sessiond import __version__
 from sessiond.cli.commands import (
@@ -25,12 +23,13 @@ from sessiond.cli.commands import (
     close_match,
     parse_duration,
 )
+from sessiond.terminal import help_formatter
 
 TYPE_CHECKING = False  # typing would cost every sessionc start milliseconds
 if TYPE_CHECKING:
     import argparse
     from argparse import Namespace
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
     from typing import Any
 else:
     from types import SimpleNamespace as Namespace  # argparse.Namespace for parse_plain, cheaply
@@ -150,21 +149,6 @@ def plain_defaults(command: str) -> dict[str, Any] | None:
     return values
 
 
-def terminal_columns() -> int:
-    """shutil.get_terminal_size().columns without importing shutil (and bz2, lzma, fnmatch)."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    stdout = sys.__stdout__  # None when Python started without one
-    if columns <= 0 and stdout is not None:
-        try:
-            columns = os.get_terminal_size(stdout.fileno()).columns
-        except (ValueError, OSError):  # closed, or not a terminal
-            columns = 0
-    return columns or 80
-
-
 def choice_error(value: str, choices: Iterable[str]) -> str:
     """argparse's message for a word not among `choices`, with the closest one, if any, and
     without the hidden commands: "invalid choice: 'stauts'; did you mean 'status'? (choose…)"."""
@@ -198,19 +182,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """
     import argparse  # noqa: PLC0415 -- parse_plain does without
 
-    def formatter(kind: type[argparse.HelpFormatter]) -> Callable[..., argparse.HelpFormatter]:
-        # argparse's, with the width that it would take by importing shutil, bz2 and lzma
-        return lambda prog: kind(prog, width=terminal_columns() - 2)
-
     parser = parser_class()(
         prog="sessionc",
         description="Talk to sessiond, the daemon that owns this machine's session lock.",
         epilog=EPILOG,
-        formatter_class=formatter(argparse.RawDescriptionHelpFormatter),
+        formatter_class=help_formatter(argparse.RawDescriptionHelpFormatter),
         allow_abbrev=False,  # `--wai` must not turn into `--wait`
     )
     common = argparse.ArgumentParser(
-        add_help=False, formatter_class=formatter(argparse.HelpFormatter)
+        add_help=False, formatter_class=help_formatter(argparse.HelpFormatter)
     )
     for flags, options in GLOBAL_OPTIONS:
         parser.add_argument(*flags, **options)

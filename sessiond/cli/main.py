@@ -40,7 +40,6 @@ from sessiond.cli.argv import (
     duration_flags,
     parse_plain,
     rewrite_argv,
-    terminal_columns,
 )
 from sessiond.cli.calls import (
     EXIT_NOT_FOUND,
@@ -96,7 +95,7 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "EPILOG", "EXIT_NOT_FOUND", "GLOBAL_OPTIONS", "PREFIX_SEARCH",
            "RESERVED_SET_KEYS", "SESSION_SET_KEYS", "__version__", "build_parser",
            "choice_error", "command_word", "duration_flags", "health_exit", "main",
-           "parse_plain", "rewrite_argv", "terminal_columns"]  # fmt: skip
+           "parse_plain", "rewrite_argv"]  # fmt: skip
 
 EXIT_INTERRUPTED = 130
 
