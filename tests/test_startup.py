@@ -64,10 +64,12 @@ def test_at_ready_the_dispatcher_is_loaded_and_nothing_unused(short_tmp):
     # read plainly, and of oslash all but Either; psutil is not used (gauges.py reads
     # /proc/PID/stat), pyroute2 waits for a session that needs the network; platformdirs
     # has a stdlib mirror for the daemon's paths; session ids need no uuid (nor platform),
-    # random tokens no secrets (nor hmac, random); only pruning needs shutil (nor bz2).
+    # random tokens no secrets (nor hmac, random); only pruning needs shutil (nor bz2);
+    # asyncio is loaded without ssl (sessiond.launch): its attempts to import ssl are
+    # logged, but _ssl (OpenSSL) never loads.
     unused = {"jsonschema", "http.server", "psutil", "pyroute2", "platformdirs",
               "importlib.resources", "zipfile", "uuid", "platform", "secrets", "hmac",
-              "random", "shutil", "bz2", "lzma", "oslash.state",
+              "random", "shutil", "bz2", "lzma", "_ssl", "oslash.state",
               "oslash.list", "oslash.ioaction", "oslash._version"}  # fmt: skip
     assert "oslash.either" in loaded
     assert loaded & unused == set()
@@ -109,7 +111,7 @@ def test_importlib_resources_is_the_real_one_to_whoever_imports_it_after_the_dis
 
 def test_the_daemon_loads_with_the_collector_off_and_its_code_frozen_after():
     code = (
-        "import gc, json\n"
+        "import gc, json, sys\n"
         "passes = []\n"
         "gc.callbacks.append(lambda phase, info: phase == 'start' and passes.append(info))\n"
         "from sessiond import launch\n"
@@ -118,13 +120,25 @@ def test_the_daemon_loads_with_the_collector_off_and_its_code_frozen_after():
         "import sessiond.main, sessiond.daemon.app\n"
         "print(json.dumps({'passes': len(passes) - before, 'enabled': gc.isenabled(),\n"
         "    'main': main is sessiond.main.main, 'frozen': gc.get_freeze_count(),\n"
-        "    'app': any(o is sessiond.daemon.app.App for o in gc.get_objects())}))\n"
+        "    'app': any(o is sessiond.daemon.app.App for o in gc.get_objects()),\n"
+        "    'ssl': 'ssl' in sys.modules}))\n"
     )
     facts = json.loads(fresh_python(code))
     assert facts["passes"] == 0, "the collector ran while the daemon loaded"
     assert facts["enabled"] and facts["main"]
     # Frozen objects are in no generation: the collector never walks the daemon's classes.
     assert facts["frozen"] > 10_000 and not facts["app"]
+    assert not facts["ssl"]
+
+
+def test_ssl_is_the_real_one_to_whoever_imports_it_after_the_daemon_loaded():
+    code = (
+        "from sessiond import launch\n"
+        "launch.load()\n"
+        "import ssl\n"
+        "print(ssl.create_default_context().protocol.name)\n"
+    )
+    assert fresh_python(code).startswith("PROTOCOL_TLS")
 
 
 @pytest.mark.parametrize("xdg", [None, "/somewhere/state", "relative/state", ""])
