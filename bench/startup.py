@@ -172,7 +172,7 @@ def one(python: str, base: Path, measure: Callable[[Run], T], flags: tuple[str, 
 
 
 WATCHED = ("sessiond.main", "sessiond.wire.server", "sessiond.wire.methods", "asyncio",
-           "sqlite3", "ssl", "jsonrpcserver", "jsonschema", "oslash.either", "http.server",
+           "sqlite3", "_ssl", "jsonrpcserver", "jsonschema", "oslash.either", "http.server",
            "platformdirs", "sdnotify", "psutil", "pyroute2")  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """The terminal's width for argparse's help, found as shutil finds it, without shutil.
 
-argparse's HelpFormatter imports shutil (and with it bz2 and lzma, ~3 ms) for the
+argparse's HelpFormatter imports shutil (and with it bz2 and lzma, 2 to 3 ms) for the
 width each time one is made without one, and `add_argument` makes one: the daemon
 and sessionc pay it at every start though neither prints help then. Both hand their
 parsers `help_formatter(...)`, which gives argparse the width it would have found.

@@ -131,14 +131,32 @@ def test_the_daemon_loads_with_the_collector_off_and_its_code_frozen_after():
     assert not facts["ssl"]
 
 
-def test_ssl_is_the_real_one_to_whoever_imports_it_after_the_daemon_loaded():
+def test_only_asyncio_loads_without_ssl_and_ssl_is_real_to_whoever_imports_it_after():
     code = (
+        "import sys\n"
         "from sessiond import launch\n"
         "launch.load()\n"
+        "print(sorted(name for name, module in list(sys.modules.items())\n"
+        "             if getattr(module, 'ssl', 0) is None))\n"
         "import ssl\n"
         "print(ssl.create_default_context().protocol.name)\n"
     )
-    assert fresh_python(code).startswith("PROTOCOL_TLS")
+    without, protocol = fresh_python(code).splitlines()
+    assert without == str(["asyncio.base_events", "asyncio.selector_events", "asyncio.sslproto"])
+    assert protocol.startswith("PROTOCOL_TLS")
+
+
+def test_a_load_that_fails_leaves_the_collector_on_and_ssl_importable():
+    code = (
+        "import gc, sys\n"
+        "from sessiond import launch\n"
+        "sys.modules['sessiond.main'] = None  # its import raises ImportError\n"
+        "try:\n"
+        "    launch.load()\n"
+        "except ImportError:\n"
+        "    print(gc.isenabled(), 'ssl' in sys.modules and sys.modules['ssl'] is None)\n"
+    )
+    assert fresh_python(code).split() == ["True", "False"]
 
 
 @pytest.mark.parametrize("xdg", [None, "/somewhere/state", "relative/state", ""])

@@ -122,3 +122,20 @@ def test_a_store_from_before_fences_is_migrated(tmp_path):
     found = store.find_session("old")
     assert (found["host"], found["fence"]) == ("", 0)
     assert store.next_fence() == 1
+
+
+def test_a_migration_that_fails_leaves_the_store_as_it_found_it(tmp_path):
+    """Steps 3 to 5 run as one transaction: the last one failing undoes the first two."""
+    db = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    for script in MIGRATIONS[:2]:
+        db.executescript(script)
+    db.execute("CREATE TABLE counters (name TEXT)")  # what step 5 creates: it fails there
+    db.execute("PRAGMA user_version = 2")
+    before = db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+    db.close()
+    with pytest.raises(StorageError, match="counters already exists"):
+        Store.open(tmp_path)
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall() == before
+    db.close()
