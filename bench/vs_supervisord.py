@@ -11,7 +11,10 @@ Each figure is measured the same way for both:
 - ping and status p50 on one kept connection: `daemon.ping` / `supervisor.getState`, and
   `session.status` / `supervisor.getAllProcessInfo` (XML-RPC over supervisord's Unix socket);
 - N agents from the call (`session.start` / `supervisor.startAllProcesses`) to N children of
-  the daemon in /proc (`/proc/PID/task/*/children`, read in a tight loop);
+  the daemon in /proc (`/proc/PID/task/*/children`, read in a tight loop), once the daemon
+  has been idle for SETTLE seconds after its first answer, as a daemon a user starts a
+  session on has: what goes on loading after that answer (sessiond's log keeper, started
+  before READY, is a Python of its own) is start-up, not part of a launch;
 - kill -9 of the victim → a new child of the daemon in /proc;
 - the daemon's VmRSS with N agents running;
 - `sessionc status` / `supervisorctl status`, the whole process.
@@ -48,6 +51,7 @@ import bench
 SUPERVISOR = "supervisor==4.3.0"
 DEADLINE = 10.0  # seconds any wait may take before the run fails
 START_PAUSE = 0.001  # between two looks while N agents start: the daemon needs the core
+SETTLE = 0.5  # seconds between a daemon's first answer and the start of its N agents
 
 
 def children(pid: int) -> set[int]:
@@ -182,6 +186,7 @@ def round_sessiond(base: Path, n: int, count: int, kills: int, tag: str) -> dict
     try:
         assert d.proc is not None
         pid, res = d.proc.pid, {"ready_ms": (time.perf_counter() - t0) * 1000}
+        time.sleep(SETTLE)
         t0 = time.perf_counter()
         rpc.sock.sendall(rpc.line("session.start", {"name": "bulk", "template": "bulk"}))
         until(lambda: len(children(pid)) >= n + 1, "every agent", START_PAUSE)  # and the keeper
@@ -266,6 +271,7 @@ def round_supervisord(sv: Supervisord, n: int, count: int, kills: int) -> dict[s
     try:
         assert sv.proc is not None
         pid, proxy = sv.proc.pid, sv.proxy()
+        time.sleep(SETTLE)
         t0 = time.perf_counter()
         proxy.supervisor.startAllProcesses(False)
         until(lambda: len(children(pid)) >= n, "every program", START_PAUSE)

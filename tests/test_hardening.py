@@ -320,6 +320,22 @@ def _keepers_of(daemon) -> list[int]:
     return found
 
 
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_log_keeper_starts_with_the_daemon_and_an_idle_one_ends_with_it(daemon):
+    # Started before READY, so a first launch does not wait for its interpreter to load.
+    (keeper,) = _keepers_of(daemon)
+    assert _running(keeper)
+    daemon.stop()
+    wait_for(lambda: not _running(keeper), what="the keeper with no daemon and no pipe to end")
+
+
 def test_a_killed_log_keeper_is_replaced_and_the_agent_writes_on(daemon, short_tmp):
     last = run_counter(daemon, short_tmp)
     wait_for(lambda: last() >= 5, what="the counter to print")

@@ -175,8 +175,7 @@ class Fleet:
         """
         rows = self.store.agents(live.id)
         revived = [(self._revive(live, row), row) for row in rows]
-        if rows:  # now that every agent is known: the keeper's pipes of the others go
-            self.keeper.attach()  # the adopted agents' output goes on being kept
+        self.keeper.attach()  # now that every agent is known: the others' pipes go
         census = self.procs.census()
         for agent, row in revived:
             pid = row["pid"]

@@ -77,6 +77,7 @@ class Sessions:
         """Take the live session back from the store after a (re)start."""
         row = self.store.live_session()
         if row is None:
+            self.fleet.keeper.attach()  # the log keeper starts with us, not in a launch
             self.fleet.find_orphans()
             return
         since = row["errors_reset_at"] or 0.0
