@@ -201,10 +201,10 @@ def test_logs_show_what_an_agent_printed_and_follow_new_lines(daemon, short_tmp)
 
 
 WAITER = """
-import sys, time
+import signal, sys
 open(sys.argv[1]).readline()  # silent until it is told
 print("late", flush=True)
-time.sleep(3600)
+signal.pause()  # and alive until its session stops it
 """
 
 
